@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The README's test command: builds the solution, runs every test project, and ends with one line
+# "N passed, N failed, N skipped" summed over all of them. Exit code: non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+if ! dotnet build Platform.sln -nologo -v quiet -clp:ErrorsOnly; then
+  echo "build failed"
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+dotnet test Platform.sln --no-build -nologo 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+
+# Each test project prints: "Passed!  - Failed:     0, Passed:    26, Skipped:     0, Total:    26, ..."
+read -r passed failed skipped < <(grep -E '^(Passed|Failed)!' "$log" | awk -F'[:,]' '
+  { f += $2; p += $4; s += $6 } END { printf "%d %d %d\n", p, f, s }')
+projects=$(find tests -name '*.Tests.csproj' | wc -l)
+reported=$(grep -cE '^(Passed|Failed)!' "$log")
+if [ "$reported" -lt "$projects" ]; then
+  echo "only $reported of $projects test projects reported results (a test host crashed or hung)"
+  failed=$((failed + projects - reported))
+  status=1
+fi
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+exit "$status"
