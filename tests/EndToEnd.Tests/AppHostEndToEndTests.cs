@@ -1,0 +1,139 @@
+using System.Text.Json;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
+using Grpc.Reflection.V1Alpha;
+using Platform.Testing;
+
+namespace Platform.EndToEnd.Tests;
+
+/// <summary>The real AppHost with the four real services, as a newcomer runs it.</summary>
+public sealed class AppHostEndToEndTests : IAsyncLifetime
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+    private static readonly string[] Services = ["registry", "launcher", "monitor", "supervisor"];
+    private readonly string _stateDirectory = Directory.CreateTempSubdirectory("platform-e2e-").FullName;
+    private AppHostProcess _appHost = null!;
+
+    public Task InitializeAsync()
+    {
+        var dll = AppHostProcess.ProjectOutput(typeof(AppHostEndToEndTests).Assembly, "Platform.AppHost");
+        _appHost = AppHostProcess.Start(dll, _stateDirectory);
+        return Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task The_platform_comes_up_serves_heals_a_killed_service_and_stops_leaving_nothing_behind()
+    {
+        // Up: all four SERVING over grpc.health.v1, found through apphost.json.
+        var state = await _appHost.WaitForAllServingAsync(StartTimeout);
+        Assert.Equal(Services, state.Resources.Select(r => r.Name));
+        Assert.Equal(_appHost.Pid, state.Pid);
+        Assert.Contains("all 4 resources are up", _appHost.Output);
+
+        // Each service is a real gRPC server whose unbuilt RPCs say so, with reflection and both health paths.
+        await AssertServesContractAsync(state["registry"], "platform.registry.v1.SessionRegistry");
+        await AssertServesContractAsync(state["launcher"], "platform.launcher.v1.Launcher");
+        await AssertServesContractAsync(state["monitor"], "platform.monitor.v1.AgentMonitor");
+        await AssertServesContractAsync(state["supervisor"], "platform.supervisor.v1.Supervisor");
+        await AssertSupervisorHealthListsItsDependenciesAsync(state["supervisor"]);
+
+        // Heal: SIGKILL the registry; it comes back SERVING, on the same endpoints, and nothing else is touched.
+        var before = state;
+        AppHostProcess.Signal(before["registry"].Pid!.Value, AppHostProcess.SIGKILL);
+        var after = await _appHost.WaitForStateAsync(
+            s => s["registry"].Restarts == 1 && s["registry"].IsUp && s["registry"].Pid != before["registry"].Pid, StartTimeout);
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, await AppHostProcess.CheckHealthAsync(after["registry"].GrpcUrl));
+        Assert.Equal(before["registry"].Endpoints, after["registry"].Endpoints);
+        foreach (var name in Services.Skip(1))
+        {
+            Assert.Equal(before[name].Pid, after[name].Pid);
+            Assert.Equal(0, after[name].Restarts);
+        }
+        Assert.Contains("registry: exited unexpectedly with signal 9", _appHost.Output);
+
+        // Stop: SIGTERM to the AppHost; exit code 0 and no process of the platform left.
+        var pids = after.Resources.Select(r => r.Pid!.Value).ToList();
+        Assert.Equal(4, AppHostProcess.PlatformProcesses(_stateDirectory).Count);
+        Assert.Equal(0, await _appHost.TerminateAsync(TimeSpan.FromSeconds(30)));
+        Assert.Empty(AppHostProcess.PlatformProcesses(_stateDirectory));
+        Assert.All(pids, pid => Assert.False(File.Exists($"/proc/{pid}/cmdline") && !IsZombie(pid), $"pid {pid} is still alive"));
+    }
+
+    [Fact]
+    public async Task When_the_AppHost_is_SIGKILLed_its_services_notice_and_stop()
+    {
+        await _appHost.WaitForAllServingAsync(StartTimeout);
+        Assert.Equal(4, AppHostProcess.PlatformProcesses(_stateDirectory).Count);
+
+        AppHostProcess.Signal(_appHost.Pid, AppHostProcess.SIGKILL);
+
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (AppHostProcess.PlatformProcesses(_stateDirectory).Count > 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "services outlived their AppHost: " + string.Join(",", AppHostProcess.PlatformProcesses(_stateDirectory)));
+            await Task.Delay(100);
+        }
+    }
+
+    private static async Task AssertServesContractAsync(ResourceInfo resource, string serviceName)
+    {
+        using var channel = GrpcChannel.ForAddress(resource.GrpcUrl);
+
+        var reflection = new ServerReflection.ServerReflectionClient(channel).ServerReflectionInfo();
+        await reflection.RequestStream.WriteAsync(new ServerReflectionRequest { ListServices = "" });
+        await reflection.RequestStream.CompleteAsync();
+        Assert.True(await reflection.ResponseStream.MoveNext(CancellationToken.None));
+        var services = reflection.ResponseStream.Current.ListServicesResponse.Service.Select(s => s.Name).ToList();
+        Assert.Contains(serviceName, services);
+        Assert.Contains("grpc.health.v1.Health", services);
+
+        var error = await Assert.ThrowsAsync<RpcException>(() => CallUnbuiltRpcAsync(channel, serviceName));
+        Assert.Equal(StatusCode.Unimplemented, error.StatusCode);
+
+        using var http = new HttpClient();
+        Assert.True((await http.GetAsync(resource.HttpUrl + "/alive")).IsSuccessStatusCode);
+        Assert.True((await http.GetAsync(resource.HttpUrl + "/health")).IsSuccessStatusCode);
+    }
+
+    private static Task CallUnbuiltRpcAsync(GrpcChannel channel, string serviceName) => serviceName switch
+    {
+        "platform.registry.v1.SessionRegistry" => new Registry.V1.SessionRegistry.SessionRegistryClient(channel)
+            .GetSessionAsync(new Registry.V1.GetSessionRequest { Id = "x" }).ResponseAsync,
+        "platform.launcher.v1.Launcher" => new Launcher.V1.Launcher.LauncherClient(channel)
+            .GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = "x" }).ResponseAsync,
+        "platform.monitor.v1.AgentMonitor" => new Monitor.V1.AgentMonitor.AgentMonitorClient(channel)
+            .GetStatusAsync(new Monitor.V1.GetStatusRequest { TargetId = "x" }).ResponseAsync,
+        _ => new Supervisor.V1.Supervisor.SupervisorClient(channel)
+            .GetWorkloadAsync(new Supervisor.V1.GetWorkloadRequest { Name = "x" }).ResponseAsync,
+    };
+
+    private static async Task AssertSupervisorHealthListsItsDependenciesAsync(ResourceInfo supervisor)
+    {
+        using var http = new HttpClient();
+        using var report = JsonDocument.Parse(await http.GetStringAsync(supervisor.HttpUrl + "/health"));
+        var entries = report.RootElement.GetProperty("entries");
+        foreach (var dependency in new[] { "registry", "launcher", "monitor" })
+            Assert.Equal("Healthy", entries.GetProperty($"dependency:{dependency}").GetProperty("status").GetString());
+        Assert.Equal("Healthy", report.RootElement.GetProperty("status").GetString());
+    }
+
+    private static bool IsZombie(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z');
+        }
+        catch (IOException)
+        {
+            return true;
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _appHost.DisposeAsync();
+        try { Directory.Delete(_stateDirectory, recursive: true); } catch (IOException) { }
+    }
+}

@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
+
+namespace Platform.Testing;
+
+/// <summary>One resource as apphost.json reports it.</summary>
+public sealed record ResourceInfo(string Name, string State, string Health, int? Pid, int Restarts, IReadOnlyDictionary<string, string> Endpoints)
+{
+    public bool IsUp => State == "Running" && Health is "Healthy";
+
+    public string GrpcUrl => Endpoints["grpc"];
+
+    public string HttpUrl => Endpoints["http"];
+}
+
+/// <summary>apphost.json.</summary>
+public sealed record AppHostState(int Pid, IReadOnlyList<ResourceInfo> Resources)
+{
+    public ResourceInfo this[string name] => Resources.Single(r => r.Name == name);
+
+    public bool AllUp => Resources.Count > 0 && Resources.All(r => r.IsUp);
+}
+
+/// <summary>
+/// The real AppHost, started as a process (as `dotnet run --project AppHost` would, minus the build), with its own
+/// state directory. Disposing it kills whatever is left of it.
+/// </summary>
+public sealed partial class AppHostProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+
+    private AppHostProcess(Process process, string stateDirectory)
+    {
+        _process = process;
+        StateDirectory = stateDirectory;
+    }
+
+    public string StateDirectory { get; }
+
+    public int Pid => _process.Id;
+
+    public Process Process => _process;
+
+    public string Output
+    {
+        get { lock (_output) return _output.ToString(); }
+    }
+
+    public string StateFile => Path.Combine(StateDirectory, "apphost.json");
+
+    /// <summary>The build output of a project recorded by eng/ProjectOutputs.targets in <paramref name="assembly"/>.</summary>
+    public static string ProjectOutput(Assembly assembly, string projectName) =>
+        assembly.GetCustomAttributes<AssemblyMetadataAttribute>().SingleOrDefault(a => a.Key == $"PlatformProject:{projectName}")?.Value
+        ?? throw new InvalidOperationException($"{assembly.GetName().Name} does not reference {projectName} (eng/ProjectOutputs.targets)");
+
+    public static AppHostProcess Start(string appHostDll, string stateDirectory, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var info = new ProcessStartInfo("dotnet")
+        {
+            ArgumentList = { appHostDll },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = Path.GetDirectoryName(appHostDll)!,
+        };
+        info.Environment["PLATFORM_STATE_DIR"] = stateDirectory;
+        info.Environment["NO_COLOR"] = "1";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) info.Environment[key] = value;
+
+        var process = new Process { StartInfo = info };
+        var host = new AppHostProcess(process, stateDirectory);
+        process.OutputDataReceived += (_, e) => host.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => host.Append(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return host;
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null) return;
+        lock (_output) _output.AppendLine(line);
+    }
+
+    /// <summary>Reads apphost.json; null while it does not exist yet.</summary>
+    public AppHostState? ReadState()
+    {
+        if (!File.Exists(StateFile)) return null;
+        using var json = JsonDocument.Parse(File.ReadAllText(StateFile));
+        var root = json.RootElement;
+        var resources = root.GetProperty("resources").EnumerateArray().Select(r => new ResourceInfo(
+            r.GetProperty("name").GetString()!,
+            r.GetProperty("state").GetString()!,
+            r.GetProperty("health").GetString()!,
+            r.GetProperty("pid").ValueKind == JsonValueKind.Number ? r.GetProperty("pid").GetInt32() : null,
+            r.GetProperty("restarts").GetInt32(),
+            r.GetProperty("endpoints").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!))).ToList();
+        return new AppHostState(root.GetProperty("pid").GetInt32(), resources);
+    }
+
+    /// <summary>Polls apphost.json until <paramref name="condition"/> holds; fails with the AppHost's output otherwise.</summary>
+    public async Task<AppHostState> WaitForStateAsync(Func<AppHostState, bool> condition, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var state = ReadState();
+            if (state is not null && state.Pid == Pid && condition(state)) return state;
+            if (_process.HasExited)
+                throw new InvalidOperationException($"the AppHost exited with code {_process.ExitCode}:\n{Output}");
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException($"apphost.json did not reach the expected state in {timeout}:\n{(File.Exists(StateFile) ? File.ReadAllText(StateFile) : "(none)")}\n{Output}");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>grpc.health.v1 Check against a gRPC endpoint; the status, or null when it does not answer.</summary>
+    public static async Task<HealthCheckResponse.Types.ServingStatus?> CheckHealthAsync(string grpcUrl)
+    {
+        using var channel = GrpcChannel.ForAddress(grpcUrl);
+        try
+        {
+            var reply = await new Health.HealthClient(channel).CheckAsync(new HealthCheckRequest(), deadline: DateTime.UtcNow.AddSeconds(2));
+            return reply.Status;
+        }
+        catch (Grpc.Core.RpcException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Waits until every resource answers SERVING over grpc.health.v1.</summary>
+    public async Task<AppHostState> WaitForAllServingAsync(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var state = await WaitForStateAsync(s => s.AllUp, deadline - DateTime.UtcNow);
+            var statuses = await Task.WhenAll(state.Resources.Select(r => CheckHealthAsync(r.GrpcUrl)));
+            if (statuses.All(s => s == HealthCheckResponse.Types.ServingStatus.Serving)) return state;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("not every resource answers SERVING:\n" + Output);
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>Sends SIGTERM (as a terminal's Ctrl+C or systemd would) and waits for the exit code.</summary>
+    public async Task<int> TerminateAsync(TimeSpan timeout)
+    {
+        Signal(Pid, SIGTERM);
+        using var cts = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cts.Token);
+        return _process.ExitCode;
+    }
+
+    public const int SIGKILL = 9;
+    public const int SIGTERM = 15;
+
+    [LibraryImport("libc", EntryPoint = "kill")]
+    private static partial int SysKill(int pid, int signal);
+
+    public static void Signal(int pid, int signal) => SysKill(pid, signal);
+
+    /// <summary>
+    /// Live (non-zombie) processes started for this state directory: every resource the AppHost starts has
+    /// PLATFORM_DATA_DIR under it in its environment, and so does anything they start.
+    /// </summary>
+    public static List<int> PlatformProcesses(string stateDirectory)
+    {
+        var marker = Encoding.UTF8.GetBytes($"PLATFORM_DATA_DIR={stateDirectory}/");
+        var found = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == Environment.ProcessId) continue;
+            try
+            {
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                if (stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z')) continue;
+                var environ = File.ReadAllBytes(Path.Combine(dir, "environ"));
+                if (environ.AsSpan().IndexOf(marker) >= 0) found.Add(pid);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
+        return found;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        foreach (var pid in PlatformProcesses(StateDirectory)) Signal(pid, SIGKILL);
+        _process.Dispose();
+    }
+}
