@@ -13,7 +13,7 @@ namespace Platform.AppHost.Hosting;
 /// </summary>
 public sealed class Orchestrator : IHostedService, IAsyncDisposable
 {
-    private static readonly TimeSpan ProbeIntervalStarting = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan ProbeIntervalStarting = TimeSpan.FromMilliseconds(50);
     private static readonly TimeSpan ProbeIntervalRunning = TimeSpan.FromSeconds(1);
 
     private readonly AppModel _model;
@@ -283,10 +283,16 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
         {
             _snapshots[name] = change(_snapshots[name]);
             _stateFile.Write(Environment.ProcessId, Snapshots);
-            var changed = _changed;
-            _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            changed.TrySetResult();
+            NotifyChanged();
         }
+    }
+
+    /// <summary>Wakes <see cref="WaitForAsync"/>; called under <see cref="_changeLock"/>.</summary>
+    private void NotifyChanged()
+    {
+        var changed = _changed;
+        _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        changed.TrySetResult();
     }
 
     private void WriteState()
@@ -296,8 +302,12 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
 
     private void Fatal(string message)
     {
-        if (Failure is not null) return;
-        Failure = message;
+        lock (_changeLock)
+        {
+            if (Failure is not null) return;
+            Failure = message;
+            NotifyChanged();
+        }
         _reporter.Error(message);
         _onFatal(message);
     }

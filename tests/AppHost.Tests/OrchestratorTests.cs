@@ -118,7 +118,8 @@ public sealed class OrchestratorTests : IDisposable
         builder.AddExecutable("broken", "/nonexistent/agent", _dir);
 
         await using var orchestrator = Start(builder);
-        await WaitAsync(orchestrator, o => o["broken"].State == ResourceState.FailedToStart);
+        await WaitAsync(orchestrator, o => o.Failure is not null);
+        Assert.Equal(ResourceState.FailedToStart, orchestrator["broken"].State);
 
         Assert.Equal("broken failed to start: executable '/nonexistent/agent' was not found", Assert.Single(_fatal));
         Assert.Contains("apphost: error: broken failed to start", _output.ToString());
