@@ -9,6 +9,6 @@ builder.AddSessionRegistry();
 var app = builder.Build();
 
 app.MapDefaultEndpoints();
-app.MapGrpcService<SessionRegistryService>();
+app.MapSessionRegistry();
 
 app.Run();

@@ -1,10 +1,122 @@
+using System.Text;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using Platform.Registry.V1;
+using Platform.ServiceDefaults;
+
 namespace Platform.SessionRegistry;
 
-/// <summary>
-/// The SessionRegistry's gRPC surface (platform.registry.v1).
-/// Every RPC of the contract is inherited from the generated base, which answers UNIMPLEMENTED until the
-/// service's own issue builds it.
-/// </summary>
-public sealed class SessionRegistryService : Platform.Registry.V1.SessionRegistry.SessionRegistryBase
+/// <summary>The gRPC edge of the registry: validates, calls the <see cref="RegistryEngine"/>, maps the result.</summary>
+public sealed class SessionRegistryService(RegistryEngine engine, IOptions<RegistryOptions> options)
+    : Registry.V1.SessionRegistry.SessionRegistryBase
 {
+    public override Task<Session> RegisterSession(RegisterSessionRequest request, ServerCallContext context)
+    {
+        Validation.Check(request, options.Value);
+        return engine.RegisterAsync(request, context.CancellationToken);
+    }
+
+    public override Task<HeartbeatResponse> Heartbeat(HeartbeatRequest request, ServerCallContext context)
+    {
+        Validation.CheckIds(request.Ids, "ids");
+        return Task.FromResult(engine.Heartbeat(request.Ids));
+    }
+
+    public override async Task KeepAlive(IAsyncStreamReader<KeepAliveRequest> requestStream, IServerStreamWriter<KeepAliveResponse> responseStream, ServerCallContext context)
+    {
+        await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken))
+        {
+            Validation.CheckIds(request.Ids, "ids");
+            var renewed = engine.Heartbeat(request.Ids);
+            await responseStream.WriteAsync(new KeepAliveResponse
+            {
+                RenewedIds = { renewed.RenewedIds },
+                UnknownIds = { renewed.UnknownIds },
+                ExpiredIds = { renewed.ExpiredIds },
+                Revision = engine.Hub.Revision,
+            }, context.CancellationToken);
+        }
+    }
+
+    public override Task<Session> GetSession(GetSessionRequest request, ServerCallContext context)
+    {
+        Validation.CheckId(request.Id);
+        return Task.FromResult(engine.Get(request.Id) ?? throw GrpcErrors.NotFound("session", request.Id));
+    }
+
+    public override Task<ListSessionsResponse> ListSessions(ListSessionsRequest request, ServerCallContext context)
+    {
+        var v = new Violations();
+        if (request.PageSize < 0 || request.PageSize > Limits.MaxPageSize) v.Add("page_size", $"must be between 0 and {Limits.MaxPageSize}");
+        if (!System.Enum.IsDefined(request.State)) v.Add("state", $"{(int)request.State} is not a session state");
+        var selector = LabelSelector.TryParse(request.LabelSelector, out var selectorError);
+        if (selector is null) v.Add("label_selector", selectorError!);
+        var filters = $"{request.Workload}\n{(int)request.State}\n{request.LabelSelector}";
+        var after = "";
+        if (request.PageToken.Length > 0 && !PageToken.TryRead(request.PageToken, filters, out after, out var tokenError))
+            v.Add("page_token", tokenError!);
+        v.ThrowIfAny();
+
+        var revision = engine.Hub.Revision;
+        var pageSize = request.PageSize == 0 ? Limits.DefaultPageSize : request.PageSize;
+        var sessions = engine.List(request.Workload, request.State, selector!, after, pageSize, out var more);
+        return Task.FromResult(new ListSessionsResponse
+        {
+            Sessions = { sessions },
+            NextPageToken = more ? PageToken.Write(sessions[^1].Id, filters) : "",
+            Revision = revision,
+        });
+    }
+
+    public override Task<Session> EndSession(EndSessionRequest request, ServerCallContext context)
+    {
+        Validation.CheckId(request.Id);
+        Validation.CheckReason(request.Reason);
+        return engine.EndAsync(request.Id, request.Reason, context.CancellationToken);
+    }
+
+    public override async Task WatchSessions(WatchSessionsRequest request, IServerStreamWriter<SessionEvent> responseStream, ServerCallContext context)
+    {
+        if (request.FromRevision < 0) throw GrpcErrors.InvalidArgument("from_revision", "must not be negative");
+        using var watcher = engine.Hub.Subscribe(request.FromRevision, request.Workload);
+        // Headers first, so a client knows it is subscribed before the first change arrives.
+        await context.WriteResponseHeadersAsync([]);
+        await foreach (var sessionEvent in watcher.Events.ReadAllAsync(context.CancellationToken))
+            await responseStream.WriteAsync(sessionEvent, context.CancellationToken);
+    }
+}
+
+/// <summary>
+/// Opaque page tokens: the last id of the page and the filters they were issued for (a token used with other
+/// filters is refused rather than silently giving a wrong page).
+/// </summary>
+public static class PageToken
+{
+    public static string Write(string lastId, string filters) =>
+        Convert.ToBase64String(Encoding.UTF8.GetBytes($"v1\n{lastId}\n{filters}")).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+
+    public static bool TryRead(string token, string filters, out string lastId, out string? error)
+    {
+        lastId = "";
+        error = "is not a token from a previous ListSessions call";
+        try
+        {
+            var base64 = token.Replace('-', '+').Replace('_', '/');
+            base64 = base64.PadRight(base64.Length + (4 - base64.Length % 4) % 4, '=');
+            var parts = Encoding.UTF8.GetString(Convert.FromBase64String(base64)).Split('\n', 3);
+            if (parts.Length != 3 || parts[0] != "v1" || !Validation.IsId(parts[1])) return false;
+            if (parts[2] != filters)
+            {
+                error = "was issued for other filters (workload, state, label_selector must stay the same while paging)";
+                return false;
+            }
+            lastId = parts[1];
+            error = null;
+            return true;
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
+    }
 }

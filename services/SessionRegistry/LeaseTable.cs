@@ -1,0 +1,57 @@
+using System.Collections.Concurrent;
+
+namespace Platform.SessionRegistry;
+
+/// <summary>
+/// The leases of live sessions, in memory: renewals are answered from here (as etcd answers keep-alives), without
+/// a disk write; expiry and ending go through the store. After a restart every live lease starts afresh with its
+/// full ttl (as etcd does on a leader change), so a registry outage never expires a session by itself.
+/// </summary>
+public sealed class LeaseTable
+{
+    private readonly ConcurrentDictionary<string, Lease> _leases = new(StringComparer.Ordinal);
+
+    public int Count => _leases.Count;
+
+    public sealed class Lease(long ttlTicks, long heartbeatTicks)
+    {
+        public long TtlTicks { get; } = ttlTicks;
+        public long HeartbeatTicks { get; private set; } = heartbeatTicks;
+        public long ExpireTicks { get; private set; } = heartbeatTicks + ttlTicks;
+
+        /// <summary>Renews unless the lease already ran out (then it is the sweeper's, and stays dead).</summary>
+        public bool TryRenew(long nowTicks)
+        {
+            lock (this)
+            {
+                if (nowTicks >= ExpireTicks) return false;
+                HeartbeatTicks = nowTicks;
+                ExpireTicks = nowTicks + TtlTicks;
+                return true;
+            }
+        }
+
+        public (long Heartbeat, long Expire) Read()
+        {
+            lock (this) return (HeartbeatTicks, ExpireTicks);
+        }
+    }
+
+    public void Add(string id, TimeSpan ttl, DateTimeOffset now) => _leases[id] = new Lease(ttl.Ticks, now.UtcTicks);
+
+    public bool TryGet(string id, out Lease lease) => _leases.TryGetValue(id, out lease!);
+
+    public void Remove(string id) => _leases.TryRemove(id, out _);
+
+    /// <summary>Ids whose lease ran out at <paramref name="now"/>.</summary>
+    public List<string> Expired(DateTimeOffset now)
+    {
+        var ticks = now.UtcTicks;
+        var expired = new List<string>();
+        foreach (var (id, lease) in _leases)
+        {
+            if (lease.Read().Expire <= ticks) expired.Add(id);
+        }
+        return expired;
+    }
+}

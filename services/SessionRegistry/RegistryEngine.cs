@@ -1,0 +1,374 @@
+using System.Threading.Channels;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using Platform.Registry.V1;
+using Platform.ServiceDefaults;
+using Platform.SessionRegistry.Store;
+
+namespace Platform.SessionRegistry;
+
+/// <summary>
+/// The registry's state machine. Every write (register, end, expire, maintenance) is a command on one queue; a
+/// single writer drains the queue in batches and commits each batch as one transaction, so concurrent requests share
+/// one fsync (group commit) and are serialized: (workload, instance) can never get two live sessions, however many
+/// registrations race. Callers are answered, and watchers see the events, only after the commit is durable.
+/// Renewals never touch the queue: they are answered from the in-memory <see cref="LeaseTable"/>.
+/// </summary>
+public sealed class RegistryEngine(
+    ISessionStore store,
+    IOptions<RegistryOptions> options,
+    TimeProvider time,
+    ILogger<RegistryEngine> logger) : BackgroundService
+{
+    private readonly RegistryOptions _options = options.Value;
+    private readonly Channel<Command> _commands = Channel.CreateUnbounded<Command>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Dictionary<(string Workload, string Instance), string> _active = [];
+    private readonly Dictionary<string, (string SessionId, DateTimeOffset Time)> _requests = new(StringComparer.Ordinal);
+    private long _revision;
+
+    public LeaseTable Leases { get; } = new();
+
+    public WatchHub Hub { get; } = new(options.Value.WatchHistory, options.Value.WatchBuffer);
+
+    public TimeSpan DefaultTtl => _options.DefaultTtl;
+
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        LoadMemory();
+        logger.LogInformation("Registry store loaded: revision {Revision}, {Active} live sessions", _revision, Leases.Count);
+        return base.StartAsync(cancellationToken);
+    }
+
+    private void LoadMemory()
+    {
+        var now = time.GetUtcNow();
+        var state = store.Load(_options.WatchHistory, now - _options.Retention);
+        _active.Clear();
+        _requests.Clear();
+        foreach (var session in state.Active)
+        {
+            _active[(session.Workload, session.Instance)] = session.Id;
+            Leases.Add(session.Id, session.Ttl, now);
+        }
+        foreach (var (requestId, sessionId, at) in state.Requests) _requests[requestId] = (sessionId, at);
+        _revision = state.Revision;
+        Hub.Seed(state.Revision, state.RecentEvents);
+    }
+
+    // ---- Reads (any thread) ----
+
+    public Session? Get(string id) => store.Get(id) is { } session ? WithLease(session) : null;
+
+    public List<Session> List(string workload, Session.Types.State state, LabelSelector selector, string afterId, int pageSize, out bool more)
+    {
+        var result = new List<Session>(pageSize);
+        var chunk = Math.Max(pageSize + 1, 256);
+        more = false;
+        while (true)
+        {
+            var rows = store.List(workload, state, afterId, chunk);
+            foreach (var row in rows)
+            {
+                if (!selector.Matches(row.Labels)) continue;
+                if (result.Count == pageSize)
+                {
+                    more = true;
+                    return result;
+                }
+                result.Add(WithLease(row));
+            }
+            if (rows.Count < chunk) return result;
+            afterId = rows[^1].Id;
+        }
+    }
+
+    /// <summary>Renews leases from memory; unknown ids are told apart from ended or expired ones by the store.</summary>
+    public HeartbeatResponse Heartbeat(IEnumerable<string> ids)
+    {
+        var now = time.GetUtcNow().UtcTicks;
+        var response = new HeartbeatResponse();
+        foreach (var id in ids)
+        {
+            if (Leases.TryGet(id, out var lease) && lease.TryRenew(now)) response.RenewedIds.Add(id);
+            else if (lease is not null || store.Get(id) is not null) response.ExpiredIds.Add(id);
+            else response.UnknownIds.Add(id);
+        }
+        return response;
+    }
+
+    /// <summary>A live session's heartbeat and expiry are the lease's, not the last stored ones.</summary>
+    private Session WithLease(Session session)
+    {
+        if (session.State == Session.Types.State.Active && Leases.TryGet(session.Id, out var lease))
+        {
+            var (heartbeat, expire) = lease.Read();
+            session.HeartbeatTime = Timestamp.FromDateTimeOffset(new DateTimeOffset(heartbeat, TimeSpan.Zero));
+            session.ExpireTime = Timestamp.FromDateTimeOffset(new DateTimeOffset(expire, TimeSpan.Zero));
+        }
+        return session;
+    }
+
+    // ---- Writes (through the queue) ----
+
+    public Task<Session> RegisterAsync(RegisterSessionRequest request, CancellationToken cancellationToken) =>
+        Enqueue(new RegisterCommand(request), cancellationToken);
+
+    public Task<Session> EndAsync(string id, string reason, CancellationToken cancellationToken) =>
+        Enqueue(new EndCommand(id, reason), cancellationToken);
+
+    public Task<int> ExpireAsync(List<string> ids, CancellationToken cancellationToken) =>
+        Enqueue(new ExpireCommand(ids), cancellationToken);
+
+    /// <summary>Takes or renews the sweeper's leader lock and prunes old events, ended sessions and request ids.</summary>
+    public Task<bool> MaintainAsync(string holder, CancellationToken cancellationToken) =>
+        Enqueue(new MaintenanceCommand(holder, Release: false), cancellationToken);
+
+    /// <summary>Gives the sweeper's leader lock up at shutdown, so another replica takes over at once.</summary>
+    public Task<bool> ReleaseLeadershipAsync(string holder, CancellationToken cancellationToken) =>
+        Enqueue(new MaintenanceCommand(holder, Release: true), cancellationToken);
+
+    private async Task<T> Enqueue<T>(Command<T> command, CancellationToken cancellationToken)
+    {
+        if (!_commands.Writer.TryWrite(command))
+            throw GrpcErrors.Status(StatusCode.Unavailable, "the registry is shutting down");
+        // The write happens regardless of a caller that goes away: it is decided once queued.
+        return await command.Result.Task.WaitAsync(cancellationToken);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var batch = new List<Command>(_options.MaxBatch);
+        var events = new List<SessionEvent>();
+        try
+        {
+            while (await _commands.Reader.WaitToReadAsync(stoppingToken))
+            {
+                batch.Clear();
+                events.Clear();
+                while (batch.Count < _options.MaxBatch && _commands.Reader.TryRead(out var command)) batch.Add(command);
+                Commit(batch, events);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            _commands.Writer.TryComplete();
+            while (_commands.Reader.TryRead(out var command))
+                command.Fail(GrpcErrors.Status(StatusCode.Unavailable, "the registry is shutting down"));
+        }
+    }
+
+    private void Commit(List<Command> batch, List<SessionEvent> events)
+    {
+        var now = time.GetUtcNow();
+        try
+        {
+            using (var transaction = store.BeginBatch())
+            {
+                foreach (var command in batch)
+                {
+                    try
+                    {
+                        command.Apply(this, transaction, now, events);
+                    }
+                    catch (RpcException e)
+                    {
+                        command.Fail(e);
+                    }
+                }
+                transaction.Commit();
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogError(e, "Registry store commit failed; {Count} writes are refused and the state is reloaded", batch.Count);
+            foreach (var command in batch) command.Fail(GrpcErrors.Status(StatusCode.Unavailable, $"the registry could not store the change: {e.Message}"));
+            LoadMemory();
+            return;
+        }
+
+        Hub.Publish(events);
+        foreach (var command in batch) command.Complete();
+    }
+
+    private SessionEvent Record(IStoreBatch transaction, Session session, SessionEvent.Types.Type type, List<SessionEvent> events)
+    {
+        session.Revision = ++_revision;
+        transaction.Put(session);
+        var sessionEvent = new SessionEvent { Type = type, Session = session.Clone(), Revision = session.Revision };
+        transaction.AppendEvent(sessionEvent);
+        events.Add(sessionEvent);
+        return sessionEvent;
+    }
+
+    private abstract class Command
+    {
+        public abstract void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events);
+
+        public abstract void Fail(Exception error);
+
+        /// <summary>Answers the caller (after the commit).</summary>
+        public abstract void Complete();
+    }
+
+    private abstract class Command<T> : Command
+    {
+        private T? _value;
+        private bool _failed;
+
+        public TaskCompletionSource<T> Result { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected void SetResult(T value) => _value = value;
+
+        public override void Fail(Exception error)
+        {
+            _failed = true;
+            Result.TrySetException(error);
+        }
+
+        public override void Complete()
+        {
+            if (!_failed) Result.TrySetResult(_value!);
+        }
+    }
+
+    private sealed class RegisterCommand(RegisterSessionRequest request) : Command<Session>
+    {
+        public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
+        {
+            if (request.RequestId.Length > 0 &&
+                engine._requests.TryGetValue(request.RequestId, out var prior) &&
+                transaction.Get(prior.SessionId) is { } first)
+            {
+                SetResult(engine.WithLease(first));
+                return;
+            }
+
+            var key = (request.Workload, request.Instance);
+            var ttl = request.Ttl?.ToTimeSpan() ?? engine._options.DefaultTtl;
+            Session session;
+            if (engine._active.TryGetValue(key, out var id) && transaction.Get(id) is { } live)
+            {
+                session = engine.WithLease(live);
+                if (Differs(session, request, ttl))
+                {
+                    session.Node = request.Node;
+                    session.Pid = request.Pid;
+                    session.Labels.Clear();
+                    session.Labels.Add(request.Labels);
+                    session.Attributes.Clear();
+                    session.Attributes.Add(request.Attributes);
+                    session.Ttl = Duration.FromTimeSpan(ttl);
+                    session.HeartbeatTime = Timestamp.FromDateTimeOffset(now);
+                    session.ExpireTime = Timestamp.FromDateTimeOffset(now + ttl);
+                    engine.Leases.Add(session.Id, ttl, now);
+                    engine.Record(transaction, session, SessionEvent.Types.Type.Updated, events);
+                }
+            }
+            else
+            {
+                session = new Session
+                {
+                    Id = System.Ulid.NewUlid().ToString(),
+                    Workload = request.Workload,
+                    Instance = request.Instance,
+                    Node = request.Node,
+                    Pid = request.Pid,
+                    State = Session.Types.State.Active,
+                    Labels = { request.Labels },
+                    Attributes = { request.Attributes },
+                    Ttl = Duration.FromTimeSpan(ttl),
+                    CreateTime = Timestamp.FromDateTimeOffset(now),
+                    HeartbeatTime = Timestamp.FromDateTimeOffset(now),
+                    ExpireTime = Timestamp.FromDateTimeOffset(now + ttl),
+                };
+                engine._active[key] = session.Id;
+                engine.Leases.Add(session.Id, ttl, now);
+                engine.Record(transaction, session, SessionEvent.Types.Type.Created, events);
+            }
+
+            if (request.RequestId.Length > 0)
+            {
+                engine._requests[request.RequestId] = (session.Id, now);
+                transaction.PutRequest(request.RequestId, session.Id, now);
+            }
+            SetResult(session.Clone());
+        }
+
+        private static bool Differs(Session session, RegisterSessionRequest request, TimeSpan ttl) =>
+            session.Node != request.Node || session.Pid != request.Pid || session.Ttl.ToTimeSpan() != ttl ||
+            !session.Labels.Equals(request.Labels) || !session.Attributes.Equals(request.Attributes);
+    }
+
+    private sealed class EndCommand(string id, string reason) : Command<Session>
+    {
+        public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
+        {
+            var session = transaction.Get(id) ?? throw GrpcErrors.NotFound("session", id);
+            if (session.State != Session.Types.State.Active)
+            {
+                SetResult(session);
+                return;
+            }
+
+            session = engine.WithLease(session);
+            session.State = Session.Types.State.Ended;
+            session.EndTime = Timestamp.FromDateTimeOffset(now);
+            session.EndReason = reason.Length > 0 ? reason : "ended";
+            engine._active.Remove((session.Workload, session.Instance));
+            engine.Leases.Remove(session.Id);
+            engine.Record(transaction, session, SessionEvent.Types.Type.Ended, events);
+            SetResult(session.Clone());
+        }
+    }
+
+    private sealed class ExpireCommand(List<string> ids) : Command<int>
+    {
+        public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
+        {
+            var expired = 0;
+            foreach (var id in ids)
+            {
+                if (!engine.Leases.TryGet(id, out var lease)) continue;
+                var (heartbeat, expire) = lease.Read();
+                if (expire > now.UtcTicks) continue;
+                var session = transaction.Get(id);
+                engine.Leases.Remove(id);
+                if (session is null || session.State != Session.Types.State.Active) continue;
+
+                session.State = Session.Types.State.Expired;
+                session.HeartbeatTime = Timestamp.FromDateTimeOffset(new DateTimeOffset(heartbeat, TimeSpan.Zero));
+                session.ExpireTime = Timestamp.FromDateTimeOffset(new DateTimeOffset(expire, TimeSpan.Zero));
+                session.EndTime = session.ExpireTime;
+                session.EndReason = "lease expired";
+                engine._active.Remove((session.Workload, session.Instance));
+                engine.Record(transaction, session, SessionEvent.Types.Type.Expired, events);
+                expired++;
+            }
+            SetResult(expired);
+        }
+    }
+
+    private sealed class MaintenanceCommand(string holder, bool Release) : Command<bool>
+    {
+        public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
+        {
+            if (Release)
+            {
+                transaction.ReleaseLeadership("sweeper", holder);
+                SetResult(false);
+                return;
+            }
+
+            var leader = transaction.TryAcquireLeadership("sweeper", holder, now, engine._options.LeaderLease);
+            var horizon = now - engine._options.Retention;
+            transaction.Prune(engine._revision - engine._options.WatchHistory, horizon, horizon);
+            foreach (var old in engine._requests.Where(r => r.Value.Time < horizon).Select(r => r.Key).ToList())
+                engine._requests.Remove(old);
+            SetResult(leader);
+        }
+    }
+}
