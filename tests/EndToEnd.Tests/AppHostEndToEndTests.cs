@@ -33,6 +33,7 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
 
         // Each service is a real gRPC server whose unbuilt RPCs say so, with reflection and both health paths.
         await AssertServesContractAsync(state["registry"], "platform.registry.v1.SessionRegistry");
+        var session = await AssertRegistryKeepsSessionsAsync(state["registry"]);
         await AssertServesContractAsync(state["launcher"], "platform.launcher.v1.Launcher");
         await AssertServesContractAsync(state["monitor"], "platform.monitor.v1.AgentMonitor");
         await AssertServesContractAsync(state["supervisor"], "platform.supervisor.v1.Supervisor");
@@ -44,6 +45,11 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         var after = await _appHost.WaitForStateAsync(
             s => s["registry"].Restarts == 1 && s["registry"].IsUp && s["registry"].Pid != before["registry"].Pid, StartTimeout);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, await AppHostProcess.CheckHealthAsync(after["registry"].GrpcUrl));
+        using (var channel = GrpcChannel.ForAddress(after["registry"].GrpcUrl))
+        {
+            var kept = await new Registry.V1.SessionRegistry.SessionRegistryClient(channel).GetSessionAsync(new Registry.V1.GetSessionRequest { Id = session.Id });
+            Assert.Equal(Registry.V1.Session.Types.State.Active, kept.State); // the restarted registry kept it
+        }
         Assert.Equal(before["registry"].Endpoints, after["registry"].Endpoints);
         foreach (var name in Services.Skip(1))
         {
@@ -88,8 +94,11 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         Assert.Contains(serviceName, services);
         Assert.Contains("grpc.health.v1.Health", services);
 
-        var error = await Assert.ThrowsAsync<RpcException>(() => CallUnbuiltRpcAsync(channel, serviceName));
-        Assert.Equal(StatusCode.Unimplemented, error.StatusCode);
+        if (serviceName != "platform.registry.v1.SessionRegistry")
+        {
+            var error = await Assert.ThrowsAsync<RpcException>(() => CallUnbuiltRpcAsync(channel, serviceName));
+            Assert.Equal(StatusCode.Unimplemented, error.StatusCode);
+        }
 
         using var http = new HttpClient();
         Assert.True((await http.GetAsync(resource.HttpUrl + "/alive")).IsSuccessStatusCode);
@@ -98,8 +107,6 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
 
     private static Task CallUnbuiltRpcAsync(GrpcChannel channel, string serviceName) => serviceName switch
     {
-        "platform.registry.v1.SessionRegistry" => new Registry.V1.SessionRegistry.SessionRegistryClient(channel)
-            .GetSessionAsync(new Registry.V1.GetSessionRequest { Id = "x" }).ResponseAsync,
         "platform.launcher.v1.Launcher" => new Launcher.V1.Launcher.LauncherClient(channel)
             .GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = "x" }).ResponseAsync,
         "platform.monitor.v1.AgentMonitor" => new Monitor.V1.AgentMonitor.AgentMonitorClient(channel)
@@ -107,6 +114,17 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         _ => new Supervisor.V1.Supervisor.SupervisorClient(channel)
             .GetWorkloadAsync(new Supervisor.V1.GetWorkloadRequest { Name = "x" }).ResponseAsync,
     };
+
+    /// <summary>The registry (built) keeps a session in the data directory the AppHost gave it.</summary>
+    private async Task<Registry.V1.Session> AssertRegistryKeepsSessionsAsync(ResourceInfo registry)
+    {
+        using var channel = GrpcChannel.ForAddress(registry.GrpcUrl);
+        var client = new Registry.V1.SessionRegistry.SessionRegistryClient(channel);
+        var session = await client.RegisterSessionAsync(new Registry.V1.RegisterSessionRequest { Workload = "e2e", Instance = "1", Ttl = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMinutes(5)) });
+        Assert.Equal(session.Id, (await client.GetSessionAsync(new Registry.V1.GetSessionRequest { Id = session.Id })).Id);
+        Assert.True(File.Exists(Path.Combine(_stateDirectory, "registry", "registry.db")));
+        return session;
+    }
 
     private static async Task AssertSupervisorHealthListsItsDependenciesAsync(ResourceInfo supervisor)
     {
