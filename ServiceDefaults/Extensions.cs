@@ -175,6 +175,20 @@ public static class Extensions
             json.WriteString("status", entry.Status.ToString());
             if (entry.Description is { } description) json.WriteString("description", description);
             if (entry.Exception is { } exception) json.WriteString("error", exception.Message);
+            if (entry.Data.Count > 0)
+            {
+                json.WriteStartObject("data");
+                foreach (var (key, value) in entry.Data)
+                {
+                    switch (value)
+                    {
+                        case bool flag: json.WriteBoolean(key, flag); break;
+                        case int or long or double: json.WriteNumber(key, Convert.ToDouble(value, System.Globalization.CultureInfo.InvariantCulture)); break;
+                        default: json.WriteString(key, value?.ToString()); break;
+                    }
+                }
+                json.WriteEndObject();
+            }
             if (entry.Tags.Any())
             {
                 json.WriteStartArray("tags");

@@ -3,6 +3,7 @@ using Platform.Bench;
 var scenarios = new Dictionary<string, Func<string[], Task<int>>>
 {
     ["apphost-startup"] = AppHostStartup.RunAsync,
+    ["registry"] = RegistryBench.RunAsync,
 };
 
 if (args.Length == 0 || !scenarios.TryGetValue(args[0], out var scenario))

@@ -33,6 +33,18 @@ public sealed class RegistryEngine(
 
     public TimeSpan DefaultTtl => _options.DefaultTtl;
 
+    /// <summary>Writes committed since start (for the idle memory trim).</summary>
+    public long CommittedWrites => Interlocked.Read(ref _committedWrites);
+
+    /// <summary>When the last batch was committed, by the wall clock.</summary>
+    public DateTimeOffset LastCommitWallClock { get; private set; }
+
+    private long _committedWrites;
+    private long _commits;
+
+    /// <summary>Transactions committed since start (writes / commits = the mean group-commit batch).</summary>
+    public long Commits => Interlocked.Read(ref _commits);
+
     public override Task StartAsync(CancellationToken cancellationToken)
     {
         LoadMemory();
@@ -192,13 +204,18 @@ public sealed class RegistryEngine(
 
         Hub.Publish(events);
         foreach (var command in batch) command.Complete();
+        Interlocked.Add(ref _committedWrites, batch.Count);
+        Interlocked.Increment(ref _commits);
+        LastCommitWallClock = DateTimeOffset.UtcNow;
     }
 
     private SessionEvent Record(IStoreBatch transaction, Session session, SessionEvent.Types.Type type, List<SessionEvent> events)
     {
         session.Revision = ++_revision;
         transaction.Put(session);
-        var sessionEvent = new SessionEvent { Type = type, Session = session.Clone(), Revision = session.Revision };
+        // The session is not changed after this (the writer works on fresh copies from the store), so the event,
+        // the history and the caller's answer can share it.
+        var sessionEvent = new SessionEvent { Type = type, Session = session, Revision = session.Revision };
         transaction.AppendEvent(sessionEvent);
         events.Add(sessionEvent);
         return sessionEvent;
@@ -295,7 +312,7 @@ public sealed class RegistryEngine(
                 engine._requests[request.RequestId] = (session.Id, now);
                 transaction.PutRequest(request.RequestId, session.Id, now);
             }
-            SetResult(session.Clone());
+            SetResult(session);
         }
 
         private static bool Differs(Session session, RegisterSessionRequest request, TimeSpan ttl) =>
@@ -321,7 +338,7 @@ public sealed class RegistryEngine(
             engine._active.Remove((session.Workload, session.Instance));
             engine.Leases.Remove(session.Id);
             engine.Record(transaction, session, SessionEvent.Types.Type.Ended, events);
-            SetResult(session.Clone());
+            SetResult(session);
         }
     }
 

@@ -26,6 +26,9 @@ public sealed class StoreHealthCheck(ISessionStore store, RegistryEngine engine,
             ["liveSessions"] = engine.Leases.Count,
             ["watchers"] = engine.Hub.WatcherCount,
             ["sweeperLeader"] = sweeper.IsLeader,
+            ["gcHeapBytes"] = GC.GetGCMemoryInfo().HeapSizeBytes,
+            ["committedWrites"] = engine.CommittedWrites,
+            ["commits"] = engine.Commits,
         };
         return Task.FromResult(HealthCheckResult.Healthy($"revision {engine.Hub.Revision}, {engine.Leases.Count} live sessions", data));
     }

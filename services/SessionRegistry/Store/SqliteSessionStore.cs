@@ -14,6 +14,10 @@ public sealed class SqliteSessionStore : ISessionStore
     private const int ActiveState = (int)Session.Types.State.Active;
     private readonly string _connectionString;
     private readonly SqliteConnection _writer;
+    private readonly SqliteCommand _putSession;
+    private readonly SqliteCommand _putEvent;
+    private readonly SqliteCommand _putRequest;
+    private readonly SqliteCommand _getSession;
 
     public SqliteSessionStore(string path)
     {
@@ -45,6 +49,23 @@ public sealed class SqliteSessionStore : ISessionStore
             CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, time INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS leaders (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expire_time INTEGER NOT NULL);
             """);
+
+        // The writer's statements, prepared once and reused by every batch.
+        _putSession = Prepared("""
+            INSERT INTO sessions (id, workload, instance, state, end_time, data) VALUES ($id, $workload, $instance, $state, $end, $data)
+            ON CONFLICT (id) DO UPDATE SET state = excluded.state, end_time = excluded.end_time, data = excluded.data
+            """, "$id", "$workload", "$instance", "$state", "$end", "$data");
+        _putEvent = Prepared("INSERT INTO events (revision, data) VALUES ($revision, $data)", "$revision", "$data");
+        _putRequest = Prepared("INSERT OR REPLACE INTO requests (request_id, session_id, time) VALUES ($rid, $sid, $time)", "$rid", "$sid", "$time");
+        _getSession = Prepared("SELECT data FROM sessions WHERE id = $id", "$id");
+    }
+
+    private SqliteCommand Prepared(string sql, params string[] parameters)
+    {
+        var command = Command(_writer, sql);
+        foreach (var name in parameters) command.Parameters.Add(new SqliteParameter { ParameterName = name, Value = DBNull.Value });
+        command.Prepare();
+        return command;
     }
 
     public string DatabasePath { get; }
@@ -153,59 +174,61 @@ public sealed class SqliteSessionStore : ISessionStore
 
     public void Dispose()
     {
+        foreach (var command in new[] { _putSession, _putEvent, _putRequest, _getSession }) command.Dispose();
         _writer.Dispose();
         SqliteConnection.ClearAllPools();
     }
 
     private sealed class Batch : IStoreBatch
     {
+        private readonly SqliteSessionStore _store;
         private readonly SqliteConnection _connection;
         private readonly SqliteTransaction _transaction;
-        private readonly SqliteCommand _putSession;
-        private readonly SqliteCommand _putEvent;
-        private readonly SqliteCommand _putRequest;
 
         public Batch(SqliteSessionStore store)
         {
+            _store = store;
             _connection = store._writer;
             _transaction = _connection.BeginTransaction(deferred: false);
-            _putSession = Command(_connection, """
-                INSERT INTO sessions (id, workload, instance, state, end_time, data) VALUES ($id, $workload, $instance, $state, $end, $data)
-                ON CONFLICT (id) DO UPDATE SET state = excluded.state, end_time = excluded.end_time, data = excluded.data
-                """, _transaction);
-            foreach (var name in new[] { "$id", "$workload", "$instance", "$state", "$end", "$data" }) _putSession.Parameters.Add(new SqliteParameter { ParameterName = name });
-            _putEvent = Command(_connection, "INSERT INTO events (revision, data) VALUES ($revision, $data)", _transaction);
-            foreach (var name in new[] { "$revision", "$data" }) _putEvent.Parameters.Add(new SqliteParameter { ParameterName = name });
-            _putRequest = Command(_connection, "INSERT OR REPLACE INTO requests (request_id, session_id, time) VALUES ($rid, $sid, $time)", _transaction);
-            foreach (var name in new[] { "$rid", "$sid", "$time" }) _putRequest.Parameters.Add(new SqliteParameter { ParameterName = name });
+            foreach (var command in new[] { store._putSession, store._putEvent, store._putRequest, store._getSession })
+                command.Transaction = _transaction;
         }
 
-        public Session? Get(string id) => SqliteSessionStore.Get(_connection, _transaction, id);
+        private SqliteCommand PutSessionCommand => _store._putSession;
+        private SqliteCommand PutEventCommand => _store._putEvent;
+        private SqliteCommand PutRequestCommand => _store._putRequest;
+
+        public Session? Get(string id)
+        {
+            var get = _store._getSession;
+            get.Parameters[0].Value = id;
+            return get.ExecuteScalar() is byte[] data ? Session.Parser.ParseFrom(data) : null;
+        }
 
         public void Put(Session session)
         {
-            _putSession.Parameters[0].Value = session.Id;
-            _putSession.Parameters[1].Value = session.Workload;
-            _putSession.Parameters[2].Value = session.Instance;
-            _putSession.Parameters[3].Value = (int)session.State;
-            _putSession.Parameters[4].Value = session.EndTime is null ? DBNull.Value : session.EndTime.ToDateTimeOffset().ToUnixTimeMilliseconds();
-            _putSession.Parameters[5].Value = session.ToByteArray();
-            _putSession.ExecuteNonQuery();
+            PutSessionCommand.Parameters[0].Value = session.Id;
+            PutSessionCommand.Parameters[1].Value = session.Workload;
+            PutSessionCommand.Parameters[2].Value = session.Instance;
+            PutSessionCommand.Parameters[3].Value = (int)session.State;
+            PutSessionCommand.Parameters[4].Value = session.EndTime is null ? DBNull.Value : session.EndTime.ToDateTimeOffset().ToUnixTimeMilliseconds();
+            PutSessionCommand.Parameters[5].Value = session.ToByteArray();
+            PutSessionCommand.ExecuteNonQuery();
         }
 
         public void AppendEvent(SessionEvent sessionEvent)
         {
-            _putEvent.Parameters[0].Value = sessionEvent.Revision;
-            _putEvent.Parameters[1].Value = sessionEvent.ToByteArray();
-            _putEvent.ExecuteNonQuery();
+            PutEventCommand.Parameters[0].Value = sessionEvent.Revision;
+            PutEventCommand.Parameters[1].Value = sessionEvent.ToByteArray();
+            PutEventCommand.ExecuteNonQuery();
         }
 
         public void PutRequest(string requestId, string sessionId, DateTimeOffset time)
         {
-            _putRequest.Parameters[0].Value = requestId;
-            _putRequest.Parameters[1].Value = sessionId;
-            _putRequest.Parameters[2].Value = time.ToUnixTimeMilliseconds();
-            _putRequest.ExecuteNonQuery();
+            PutRequestCommand.Parameters[0].Value = requestId;
+            PutRequestCommand.Parameters[1].Value = sessionId;
+            PutRequestCommand.Parameters[2].Value = time.ToUnixTimeMilliseconds();
+            PutRequestCommand.ExecuteNonQuery();
         }
 
         public bool TryAcquireLeadership(string name, string holder, DateTimeOffset now, TimeSpan lease)
@@ -245,12 +268,6 @@ public sealed class SqliteSessionStore : ISessionStore
 
         public void Commit() => _transaction.Commit();
 
-        public void Dispose()
-        {
-            _putSession.Dispose();
-            _putEvent.Dispose();
-            _putRequest.Dispose();
-            _transaction.Dispose();
-        }
+        public void Dispose() => _transaction.Dispose();
     }
 }

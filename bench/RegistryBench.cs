@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Platform.Registry.V1;
+using Platform.Testing;
+
+namespace Platform.Bench;
+
+/// <summary>
+/// The SessionRegistry as its own process (Release build, fresh SQLite file) under the issue's loads, beside the
+/// etcd 3.4 figures measured on this machine with 32 .NET gRPC clients (issue 8).
+/// </summary>
+public static class RegistryBench
+{
+    private const int Clients = 32;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var seconds = args.Length > 1 && args[0] == "--seconds" ? double.Parse(args[1]) : 5;
+        var dll = AppHostProcess.ProjectOutput(typeof(RegistryBench).Assembly, "Platform.SessionRegistry");
+        var rows = new List<(string Metric, string Etcd, string Ours, string Target, bool Met)>();
+        Console.WriteLine($"SessionRegistry benchmark: {Clients} clients, {seconds:0.#} s per load, {Environment.ProcessorCount} cores, {dll}");
+
+        if (!args.Contains("--memory-only"))
+        {
+            await WithRegistryAsync(dll, async (registry, channels, clients) =>
+            {
+                // Warm-up (JIT, connections).
+                await RunForAsync(TimeSpan.FromSeconds(5), clients, (c, w, n) => c.RegisterSessionAsync(Register($"warm-{w}-{n}")).ResponseAsync);
+                var duration = TimeSpan.FromSeconds(seconds);
+
+                var cpuBefore = CpuTime(registry.Pid);
+                var registers = await RunForAsync(duration, clients, (c, w, n) => c.RegisterSessionAsync(Register($"reg-{w}-{n}")).ResponseAsync);
+                var cpuPerRegister = (CpuTime(registry.Pid) - cpuBefore).TotalMicroseconds / (registers * duration.TotalSeconds);
+                rows.Add(("RegisterSession, durable (per s)", "1,817", $"{registers:N0}", ">= 5,000", registers >= 5000));
+                rows.Add(("  registry CPU per registration (us)", "-", $"{cpuPerRegister:0}", "-", true));
+                if (args.Contains("--register-only")) return;
+
+                var ids = (await clients[0].ListSessionsAsync(new ListSessionsRequest { PageSize = 1000 })).Sessions.Select(s => s.Id).ToList();
+                var heartbeats = await RunForAsync(duration, clients, (c, w, n) => c.HeartbeatAsync(new HeartbeatRequest { Ids = { ids[(w * 31 + n) % ids.Count] } }).ResponseAsync);
+                rows.Add(("Heartbeat, unary calls (per s)", "-", $"{heartbeats:N0}", ">= 5,000", heartbeats >= 5000));
+
+                var renewals = await KeepAliveAsync(duration, clients, ids);
+                rows.Add(("KeepAlive renewals, sessions (per s)", "24,083", $"{renewals:N0}", ">= 50,000", renewals >= 50000));
+
+                var (p50, p99) = await WatchFanOutAsync(channels, clients[0], watchers: 100, changes: 300);
+                rows.Add(("Watch delay p50, 100 watchers (ms)", "-", $"{p50:0.00}", "-", true));
+                rows.Add(("Watch delay p99, 100 watchers (ms)", "8.4", $"{p99:0.00}", "< 10", p99 < 10));
+            });
+        }
+
+        // Memory in a registry of its own, so the other loads' buffers do not count.
+        if (!args.Contains("--register-only")) await WithRegistryAsync(dll, async (registry, _, clients) =>
+        {
+            var sessions = args.Length > 0 && Array.IndexOf(args, "--sessions") is var at and >= 0 ? int.Parse(args[at + 1]) : 100_000;
+            var (idle, rss) = await MemoryAsync(registry, clients, sessions);
+            rows.Add(("RSS, empty registry (MiB)", "-", $"{idle:0}", "-", true));
+            rows.Add(("RSS with 100,000 live sessions (MiB)", "122 (100k keys)", $"{rss:0}", "< 150", rss < 150));
+        });
+
+        Console.WriteLine();
+        Console.WriteLine($"| {"metric",-38} | {"etcd 3.4",-15} | {"ours",-10} | {"target",-9} | met |");
+        Console.WriteLine($"|{new string('-', 40)}|{new string('-', 17)}|{new string('-', 12)}|{new string('-', 11)}|-----|");
+        foreach (var (metric, etcd, ours, target, met) in rows)
+            Console.WriteLine($"| {metric,-38} | {etcd,-15} | {ours,10} | {target,-9} | {(met ? "yes" : "NO"),-3} |");
+        return rows.All(r => r.Met) ? 0 : 1;
+    }
+
+    private static async Task WithRegistryAsync(string dll,
+        Func<ServiceProcess, List<GrpcChannel>, List<Registry.V1.SessionRegistry.SessionRegistryClient>, Task> body)
+    {
+        var data = Directory.CreateTempSubdirectory("registry-bench-").FullName;
+        try
+        {
+            await using var registry = await ServiceProcess.StartAsync(dll, data);
+            var channels = Enumerable.Range(0, Clients).Select(_ => GrpcChannel.ForAddress(registry.GrpcUrl)).ToList();
+            try
+            {
+                await body(registry, channels, channels.Select(c => new Registry.V1.SessionRegistry.SessionRegistryClient(c)).ToList());
+            }
+            finally
+            {
+                foreach (var channel in channels) channel.Dispose();
+            }
+        }
+        finally
+        {
+            Directory.Delete(data, recursive: true);
+        }
+    }
+
+    private static RegisterSessionRequest Register(string instance) =>
+        new() { Workload = "bench", Instance = instance, Node = "bench-node", Pid = 1, Ttl = Duration.FromTimeSpan(TimeSpan.FromHours(1)) };
+
+    /// <summary>Each client calls in a loop for the duration; returns completed calls per second.</summary>
+    private static async Task<double> RunForAsync<T>(TimeSpan duration, List<Registry.V1.SessionRegistry.SessionRegistryClient> clients,
+        Func<Registry.V1.SessionRegistry.SessionRegistryClient, int, int, Task<T>> call)
+    {
+        var clock = Stopwatch.StartNew();
+        var counts = await Task.WhenAll(clients.Select((client, worker) => Task.Run(async () =>
+        {
+            var n = 0;
+            while (clock.Elapsed < duration) await call(client, worker, n++);
+            return n;
+        })));
+        return counts.Sum() / clock.Elapsed.TotalSeconds;
+    }
+
+    private static async Task<double> KeepAliveAsync(TimeSpan duration, List<Registry.V1.SessionRegistry.SessionRegistryClient> clients, List<string> ids)
+    {
+        var batch = new KeepAliveRequest { Ids = { ids } };
+        var clock = Stopwatch.StartNew();
+        var renewed = await Task.WhenAll(clients.Select(client => Task.Run(async () =>
+        {
+            using var stream = client.KeepAlive();
+            long count = 0;
+            while (clock.Elapsed < duration)
+            {
+                await stream.RequestStream.WriteAsync(batch);
+                if (!await stream.ResponseStream.MoveNext(CancellationToken.None)) break;
+                count += stream.ResponseStream.Current.RenewedIds.Count;
+            }
+            await stream.RequestStream.CompleteAsync();
+            return count;
+        })));
+        return renewed.Sum() / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Time from the writer's acknowledgement to each watcher's receipt of the event.</summary>
+    private static async Task<(double P50, double P99)> WatchFanOutAsync(List<GrpcChannel> channels,
+        Registry.V1.SessionRegistry.SessionRegistryClient writer, int watchers, int changes)
+    {
+        var received = new long[watchers, changes];
+        var acked = new long[changes];
+        using var cts = new CancellationTokenSource();
+        var ready = new List<Task>();
+        var readers = new List<Task>();
+        long start = 0;
+        for (var w = 0; w < watchers; w++)
+        {
+            var client = new Registry.V1.SessionRegistry.SessionRegistryClient(channels[w % channels.Count]);
+            var call = client.WatchSessions(new WatchSessionsRequest { Workload = "watch" }, cancellationToken: cts.Token);
+            ready.Add(call.ResponseHeadersAsync);
+            var index = w;
+            readers.Add(Task.Run(async () =>
+            {
+                for (var i = 0; i < changes && await call.ResponseStream.MoveNext(cts.Token); i++)
+                    received[index, i] = Stopwatch.GetTimestamp();
+                call.Dispose();
+            }));
+        }
+        await Task.WhenAll(ready);
+
+        for (var i = 0; i < changes; i++)
+        {
+            await writer.RegisterSessionAsync(new RegisterSessionRequest { Workload = "watch", Instance = $"{i}", Ttl = Duration.FromTimeSpan(TimeSpan.FromHours(1)) });
+            acked[i] = Stopwatch.GetTimestamp();
+            await Task.Delay(2); // a steady stream of changes, not one burst
+        }
+        await Task.WhenAll(readers).WaitAsync(TimeSpan.FromSeconds(30));
+        _ = start;
+
+        var delays = new List<double>(watchers * changes);
+        for (var w = 0; w < watchers; w++)
+            for (var i = 0; i < changes; i++)
+                delays.Add(Math.Max(0, Stopwatch.GetElapsedTime(acked[i], received[w, i]).TotalMilliseconds));
+        delays.Sort();
+        return (delays[delays.Count / 2], delays[(int)(delays.Count * 0.99)]);
+    }
+
+    /// <summary>Registers live sessions up to <paramref name="sessions"/>, then reads the registry's RSS.</summary>
+    private static async Task<(double Idle, double Loaded)> MemoryAsync(ServiceProcess registry, List<Registry.V1.SessionRegistry.SessionRegistryClient> clients, int sessions)
+    {
+        await Task.Delay(1000);
+        var idle = Rss(registry.Pid);
+        var remaining = sessions;
+        var next = -1;
+        await Task.WhenAll(clients.Select(client => Task.Run(async () =>
+        {
+            int n;
+            while ((n = Interlocked.Increment(ref next)) < remaining)
+                await client.RegisterSessionAsync(Register($"mem-{n}"));
+        })));
+        var live = await clients[0].ListSessionsAsync(new ListSessionsRequest { Workload = "bench", State = Session.Types.State.Active, PageSize = 1 });
+        if (live.Sessions.Count == 0) throw new InvalidOperationException("no live sessions after the load");
+        await Task.Delay(4000); // idle: the registry trims its heap after a burst (IdleMemoryTrimmer)
+        return (idle, Rss(registry.Pid));
+    }
+
+    /// <summary>User + system CPU time of a process, from /proc/PID/stat (clock ticks of 10 ms).</summary>
+    private static TimeSpan CpuTime(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return TimeSpan.FromMilliseconds((long.Parse(fields[11]) + long.Parse(fields[12])) * 10);
+    }
+
+    private static double Rss(int pid)
+    {
+        var status = File.ReadAllLines($"/proc/{pid}/status");
+        return long.Parse(status.Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
+    }
+}
