@@ -1,102 +1,71 @@
-using System.Diagnostics;
+using System.Collections;
+using Platform.ProcessControl;
 
 namespace Platform.AppHost.Hosting;
 
 /// <summary>
-/// One started process of a resource: its output, its exit, and a stop that leaves nothing of its tree behind
+/// One started process of a resource, on the platform's process-control library: spawned in a session of its own,
+/// its exit seen by the reaper at once, its output read from pipes, and a stop that leaves nothing of its tree behind
 /// (SIGTERM to every descendant, a grace, SIGKILL to every survivor, then a check).
 /// </summary>
-public sealed class ManagedProcess : IAsyncDisposable
+public sealed class ManagedProcess
 {
-    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(25);
-    private readonly Process _process;
+    private readonly SpawnedProcess _process;
 
-    private ManagedProcess(Process process, ProcessIdentity identity)
+    private ManagedProcess(SpawnedProcess process)
     {
         _process = process;
-        Identity = identity;
         StartedAt = DateTimeOffset.UtcNow;
-        Exited = WaitForExitAsync();
+        Exited = _process.Exited;
     }
 
-    public ProcessIdentity Identity { get; }
+    public ProcessIdentity Identity => _process.Identity;
 
-    public int Pid => Identity.Pid;
+    public int Pid => _process.Pid;
 
     public DateTimeOffset StartedAt { get; }
 
-    /// <summary>Completes with the exit code when the main process exits (128 + signal for a signal).</summary>
-    public Task<int> Exited { get; }
+    /// <summary>Completes with the exit status when the main process exits.</summary>
+    public Task<ExitStatus> Exited { get; }
 
-    /// <summary>Starts the process; <paramref name="onOutput"/> gets each line (stderr: true).</summary>
+    /// <summary>Starts the process with the AppHost's environment plus <paramref name="environment"/>; <paramref name="onOutput"/> gets each line (stderr: true).</summary>
     public static ManagedProcess Start(ProcessLaunch launch, IReadOnlyDictionary<string, string> environment, Action<string, bool> onOutput)
     {
-        var info = new ProcessStartInfo(launch.FileName)
-        {
-            WorkingDirectory = launch.WorkingDirectory,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var arg in launch.Arguments) info.ArgumentList.Add(arg);
-        foreach (var (key, value) in environment) info.Environment[key] = value;
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables()) env[(string)entry.Key] = (string?)entry.Value ?? "";
+        foreach (var (key, value) in environment) env[key] = value;
 
-        var process = new Process { StartInfo = info, EnableRaisingEvents = true };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) onOutput(e.Data, false); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) onOutput(e.Data, true); };
+        SpawnedProcess process;
         try
         {
-            process.Start();
+            process = ChildReaper.Shared.Spawn(new SpawnRequest(launch.FileName, launch.Arguments, env, launch.WorkingDirectory, StdioTarget.Pipe, StdioTarget.Pipe));
         }
-        catch (System.ComponentModel.Win32Exception e)
+        catch (SpawnException e)
         {
-            process.Dispose();
-            throw new ResourceLaunchException($"cannot start {launch.FileName}: {e.Message}");
+            throw new ResourceLaunchException(e.Message);
         }
 
-        // Resources get no input: a closed stdin, never the terminal's.
-        process.StandardInput.Close();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        var identity = ProcessTree.Identify(process.Id) ?? new ProcessIdentity(process.Id, 0);
-        return new ManagedProcess(process, identity);
+        Pump(process.StandardOutput!, line => onOutput(line, false));
+        Pump(process.StandardError!, line => onOutput(line, true));
+        return new ManagedProcess(process);
     }
 
-    private async Task<int> WaitForExitAsync()
-    {
-        await _process.WaitForExitAsync();
-        return _process.ExitCode;
-    }
+    /// <summary>Reads lines on a thread of its own until the pipe closes (the process and its children are gone).</summary>
+    private static void Pump(Stream stream, Action<string> onLine) =>
+        new Thread(() =>
+        {
+            using var reader = new StreamReader(stream);
+            while (reader.ReadLine() is { } line) onLine(line);
+        }) { IsBackground = true, Name = "resource output" }.Start();
 
-    /// <summary>
-    /// Stops the whole tree: SIGTERM to the process and every descendant, up to <paramref name="grace"/> for them to
-    /// go, SIGKILL to whatever is left (including descendants started meanwhile), and a wait until none is alive.
-    /// Returns the number of processes that had to be killed.
-    /// </summary>
+    /// <summary>Stops the whole tree within <paramref name="grace"/>; returns how many processes had to be killed.</summary>
     public async Task<int> StopAsync(TimeSpan grace)
     {
-        var tree = ProcessTree.Snapshot(Pid);
-        ProcessTree.Signal(tree, ProcessTree.SIGTERM);
-
-        var deadline = DateTimeOffset.UtcNow + grace;
-        while (DateTimeOffset.UtcNow < deadline && tree.Any(ProcessTree.IsAlive))
-            await Task.Delay(PollInterval);
-
-        // Descendants may have been started during the grace: take them in too while the root still lives.
-        var survivors = tree.Concat(ProcessTree.Snapshot(Pid)).Distinct().Where(ProcessTree.IsAlive).ToList();
-        var killed = ProcessTree.Signal(survivors, ProcessTree.SIGKILL);
-
-        var killDeadline = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(5);
-        while (DateTimeOffset.UtcNow < killDeadline && survivors.Any(ProcessTree.IsAlive))
-            await Task.Delay(PollInterval);
+        var result = await ProcessTree.StopAsync(Identity, grace);
         await Exited.WaitAsync(TimeSpan.FromSeconds(5)).ContinueWith(_ => { }, TaskScheduler.Default);
-        return killed;
+        return result.Killed;
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        if (!Exited.IsCompleted) await StopAsync(TimeSpan.Zero);
-        _process.Dispose();
-    }
+    /// <summary>An exit as a number, shell style: the code, or 128 + the signal.</summary>
+    public static int ToExitCode(ExitStatus status) => status.Code ?? (status.Signal is { } signal ? 128 + signal : -1);
 }

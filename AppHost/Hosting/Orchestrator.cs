@@ -88,7 +88,7 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
             Update(resource.Name, s => s with { State = ResourceState.Stopping });
             var killed = await process.StopAsync(resource.StopGrace);
             if (killed > 0) _reporter.Info($"{resource.Name}: killed {killed} process(es) still running after {resource.StopGrace.TotalSeconds:0.#} s");
-            var code = await process.Exited;
+            var code = ManagedProcess.ToExitCode(await process.Exited);
             Update(resource.Name, s => s with { State = ResourceState.Finished, ExitCode = code, Health = ResourceHealth.Unknown, Pid = null });
         }
 
@@ -166,9 +166,9 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
                 }
 
                 everReady |= await health;
-                var code = await process.Exited;
+                var exit = await process.Exited;
+                var code = ManagedProcess.ToExitCode(exit);
                 var ranFor = DateTimeOffset.UtcNow - process.StartedAt;
-                await process.DisposeAsync();
                 if (stopping.IsCancellationRequested) return;
 
                 Update(name, s => s with { State = ResourceState.Exited, ExitCode = code, Pid = null, Health = ResourceHealth.Unknown });
@@ -180,7 +180,7 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
 
                 failures = _options.Backoff.NextFailureCount(failures, ranFor);
                 var delay = _options.Backoff.DelayAfter(failures);
-                _reporter.Info($"{name}: exited unexpectedly with {DescribeExit(code)} after {ranFor.TotalSeconds:0.0} s; restarting in {delay.TotalSeconds:0.#} s");
+                _reporter.Info($"{name}: exited unexpectedly with {DescribeExit(exit)} after {ranFor.TotalSeconds:0.0} s; restarting in {delay.TotalSeconds:0.#} s");
                 await Task.Delay(delay, stopping);
                 Update(name, s => s with { Restarts = s.Restarts + 1 });
             }
@@ -312,8 +312,8 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
         _onFatal(message);
     }
 
-    internal static string DescribeExit(int code) =>
-        code > 128 && code < 160 ? $"signal {code - 128} (exit code {code})" : $"exit code {code}";
+    internal static string DescribeExit(Platform.ProcessControl.ExitStatus exit) =>
+        exit.Signal is { } signal ? $"signal {signal}" : exit.ToString();
 
     private static int FreeLoopbackPort()
     {
@@ -325,7 +325,10 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await StopAsync(CancellationToken.None);
-        foreach (var process in _processes.Values) await process.DisposeAsync();
+        foreach (var (name, process) in _processes)
+        {
+            if (!process.Exited.IsCompleted) await process.StopAsync(_model[name].StopGrace);
+        }
         foreach (var log in _logs.Values) await log.DisposeAsync();
         _http.Dispose();
         _stopping.Dispose();

@@ -75,13 +75,13 @@ public sealed class OrchestratorTests : IDisposable
         var first = orchestrator["worker"].Pid!.Value;
         var bystander = orchestrator["bystander"].Pid;
 
-        System.Diagnostics.Process.GetProcessById(first).Kill();
+        Platform.ProcessControl.ProcessTree.Signal(Platform.ProcessControl.ProcFs.Identify(first)!.Value, Platform.ProcessControl.ProcessTree.SIGKILL);
 
         await WaitAsync(orchestrator, o => o["worker"].Restarts == 1 && o["worker"].IsReady && o["worker"].Pid != first);
         await Eventually(() => File.ReadAllLines(Sh("runs")).Length == 2);
         Assert.Equal(bystander, orchestrator["bystander"].Pid);
         Assert.Equal(0, orchestrator["bystander"].Restarts);
-        Assert.Contains("worker: exited unexpectedly with signal 9 (exit code 137)", _output.ToString());
+        Assert.Contains("worker: exited unexpectedly with signal 9", _output.ToString());
     }
 
     [Fact]
@@ -95,17 +95,17 @@ public sealed class OrchestratorTests : IDisposable
         var orchestrator = Start(builder);
         await WaitAsync(orchestrator, o => o["stubborn"].IsReady);
         var root = orchestrator["stubborn"].Pid!.Value;
-        List<ProcessIdentity> tree = [];
+        List<Platform.ProcessControl.ProcessIdentity> tree = [];
         for (var i = 0; i < 100 && tree.Count < 4; i++)
         {
             await Task.Delay(20);
-            tree = ProcessTree.Snapshot(root);
+            tree = Platform.ProcessControl.ProcessTree.Snapshot(root);
         }
         Assert.Equal(4, tree.Count);
 
         await orchestrator.StopAsync(CancellationToken.None);
 
-        Assert.DoesNotContain(tree, ProcessTree.IsAlive);
+        Assert.DoesNotContain(tree, Platform.ProcessControl.ProcFs.IsAlive);
         Assert.Equal(ResourceState.Finished, orchestrator["stubborn"].State);
         Assert.Contains("killed 4 process(es)", _output.ToString());
         await orchestrator.DisposeAsync();

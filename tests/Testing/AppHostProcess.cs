@@ -180,8 +180,7 @@ public sealed partial class AppHostProcess : IAsyncDisposable
             if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == Environment.ProcessId) continue;
             try
             {
-                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
-                if (stat[(stat.LastIndexOf(')') + 2)..].StartsWith('Z')) continue;
+                if (ProcessControl.ProcFs.ReadStat(pid) is not { IsZombie: false }) continue;
                 var environ = File.ReadAllBytes(Path.Combine(dir, "environ"));
                 if (environ.AsSpan().IndexOf(marker) >= 0) found.Add(pid);
             }

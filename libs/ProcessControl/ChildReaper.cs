@@ -1,0 +1,309 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+
+namespace Platform.ProcessControl;
+
+/// <summary>Where a spawned process's stdout or stderr goes.</summary>
+public abstract record StdioTarget
+{
+    /// <summary>/dev/null.</summary>
+    public static StdioTarget Null { get; } = new FileTarget("/dev/null");
+
+    /// <summary>Appended to a file: the child keeps writing whatever happens to its parent.</summary>
+    public static StdioTarget File(string path) => new FileTarget(path);
+
+    /// <summary>A pipe the parent reads (<see cref="SpawnedProcess.StandardOutput"/>).</summary>
+    public static StdioTarget Pipe { get; } = new PipeTarget();
+
+    internal sealed record FileTarget(string Path) : StdioTarget;
+
+    internal sealed record PipeTarget : StdioTarget;
+}
+
+/// <summary>What to start. <see cref="Executable"/> is a path (looked up on PATH when it has no '/').</summary>
+public sealed record SpawnRequest(
+    string Executable,
+    IReadOnlyList<string> Arguments,
+    IReadOnlyDictionary<string, string> Environment,
+    string? WorkingDirectory = null,
+    StdioTarget? Stdout = null,
+    StdioTarget? Stderr = null);
+
+/// <summary>A process this reaper started.</summary>
+public sealed class SpawnedProcess(ProcessIdentity identity, Task<ExitStatus> exited, Stream? stdout, Stream? stderr)
+{
+    public ProcessIdentity Identity { get; } = identity;
+
+    public int Pid => Identity.Pid;
+
+    /// <summary>Completes the moment the process exits (the reaper's waitid returns), with its status.</summary>
+    public Task<ExitStatus> Exited { get; } = exited;
+
+    /// <summary>The read end of the stdout pipe, when stdout is <see cref="StdioTarget.Pipe"/>.</summary>
+    public Stream? StandardOutput { get; } = stdout;
+
+    public Stream? StandardError { get; } = stderr;
+}
+
+/// <summary>The process could not be started: nothing was started.</summary>
+public sealed class SpawnException(int errno, string message) : Exception(message)
+{
+    public int Errno { get; } = errno;
+
+    public bool NotFound => Errno == Native.ENOENT;
+
+    public bool PermissionDenied => Errno == Native.EACCES;
+}
+
+/// <summary>
+/// Starts processes with posix_spawn, each in a new session (setsid) with default signal dispositions, and reaps
+/// every child of this process on one thread blocked in waitid(P_ALL): exits are seen at once (no polling), and,
+/// with this process a child subreaper, orphaned descendants (double forks, setsid escapers) are reaped too, so no
+/// zombie is left. Own spawning and waiting end to end: in a process that has a ChildReaper, start nothing with
+/// System.Diagnostics.Process (its WaitForExit would never return; DESIGN.md §8).
+/// </summary>
+public sealed unsafe class ChildReaper : IDisposable
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<int, TaskCompletionSource<ExitStatus>> _waiters = [];
+    private readonly AutoResetEvent _childAdded = new(false);
+    private readonly Thread _thread;
+    private volatile bool _disposed;
+    private volatile bool _stopping;
+
+    private static ChildReaper? _shared;
+    private static readonly Lock SharedLock = new();
+
+    /// <summary>
+    /// The process's reaper. There can be only one: two threads in waitid(P_ALL) would take each other's exits.
+    /// Created on first use; makes this process a child subreaper.
+    /// </summary>
+    public static ChildReaper Shared
+    {
+        get
+        {
+            lock (SharedLock) return _shared ??= new ChildReaper();
+        }
+    }
+
+    private ChildReaper(bool becomeSubreaper = true)
+    {
+        if (becomeSubreaper && Native.prctl(Native.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+            throw new InvalidOperationException($"prctl(PR_SET_CHILD_SUBREAPER) failed: {Native.Error(Marshal.GetLastPInvokeError())}");
+        IsSubreaper = becomeSubreaper;
+        _thread = new Thread(Reap) { IsBackground = true, Name = "child reaper" };
+        _thread.Start();
+    }
+
+    public bool IsSubreaper { get; }
+
+    /// <summary>Children started here whose exit has not been seen yet.</summary>
+    public int Running
+    {
+        get { lock (_lock) return _waiters.Count; }
+    }
+
+    /// <summary>Raised (on the reaper thread) for every reaped process, ours or an adopted orphan.</summary>
+    public event Action<int, ExitStatus>? Reaped;
+
+    public SpawnedProcess Spawn(SpawnRequest request)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var executable = Resolve(request.Executable, request.Environment);
+        var stdoutPipe = new int[] { -1, -1 };
+        var stderrPipe = new int[] { -1, -1 };
+        var allocations = new List<nint>();
+        var attr = NativeMemory.AllocZeroed(Native.SpawnAttrSize);
+        var actions = NativeMemory.AllocZeroed(Native.FileActionsSize);
+        var sigset = NativeMemory.AllocZeroed(Native.SigSetSize);
+        try
+        {
+            byte* Utf8(string s)
+            {
+                var p = Marshal.StringToCoTaskMemUTF8(s);
+                allocations.Add(p);
+                return (byte*)p;
+            }
+
+            byte** Array(IReadOnlyList<string> items)
+            {
+                var p = (byte**)Marshal.AllocCoTaskMem((items.Count + 1) * sizeof(nint));
+                allocations.Add((nint)p);
+                for (var i = 0; i < items.Count; i++) p[i] = Utf8(items[i]);
+                p[items.Count] = null;
+                return p;
+            }
+
+            Check(Native.posix_spawnattr_init(attr), "posix_spawnattr_init");
+            Check(Native.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init");
+            // New session and process group; an empty signal mask and default dispositions (the runtime ignores
+            // SIGPIPE, and ignored signals would otherwise be inherited across exec).
+            Check(Native.posix_spawnattr_setflags(attr, (short)(Native.POSIX_SPAWN_SETSID | Native.POSIX_SPAWN_SETSIGMASK | Native.POSIX_SPAWN_SETSIGDEF)), "setflags");
+            Native.sigemptyset(sigset);
+            Check(Native.posix_spawnattr_setsigmask(attr, sigset), "setsigmask");
+            Native.sigfillset(sigset);
+            Native.sigdelset(sigset, Native.SIGKILL);
+            Native.sigdelset(sigset, 19); // SIGSTOP
+            Check(Native.posix_spawnattr_setsigdefault(attr, sigset), "setsigdefault");
+
+            Check(Native.posix_spawn_file_actions_addopen(actions, 0, Utf8("/dev/null"), Native.O_RDONLY, 0), "stdin");
+            AddStdio(actions, 1, request.Stdout ?? StdioTarget.Null, stdoutPipe, Utf8);
+            AddStdio(actions, 2, request.Stderr ?? StdioTarget.Null, stderrPipe, Utf8);
+            if (request.WorkingDirectory is { } cwd)
+                Check(Native.posix_spawn_file_actions_addchdir_np(actions, Utf8(cwd)), "addchdir");
+
+            var argv = Array([request.Executable, .. request.Arguments]);
+            var envp = Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
+            var path = Utf8(executable);
+
+            int pid;
+            var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
+            lock (_lock)
+            {
+                // Under the lock: the reaper cannot dispatch this pid's exit before its waiter is registered.
+                var rc = Native.posix_spawn(&pid, path, actions, attr, argv, envp);
+                if (rc != 0) throw new SpawnException(rc, $"cannot start {request.Executable}: {Native.Error(rc)}");
+                _waiters[pid] = tcs;
+            }
+            _childAdded.Set();
+
+            var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
+            return new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe));
+        }
+        catch
+        {
+            CloseBoth(stdoutPipe);
+            CloseBoth(stderrPipe);
+            throw;
+        }
+        finally
+        {
+            // The parent's copies of the pipes' write ends: only the child holds them now.
+            if (stdoutPipe[1] >= 0) Native.close(stdoutPipe[1]);
+            if (stderrPipe[1] >= 0) Native.close(stderrPipe[1]);
+            Native.posix_spawn_file_actions_destroy(actions);
+            Native.posix_spawnattr_destroy(attr);
+            NativeMemory.Free(attr);
+            NativeMemory.Free(actions);
+            NativeMemory.Free(sigset);
+            foreach (var p in allocations) Marshal.FreeCoTaskMem(p);
+        }
+    }
+
+    private delegate byte* Utf8Func(string s);
+
+    private static void AddStdio(void* actions, int fd, StdioTarget target, int[] pipe, Utf8Func utf8)
+    {
+        switch (target)
+        {
+            case StdioTarget.FileTarget file:
+                Check(Native.posix_spawn_file_actions_addopen(actions, fd, utf8(file.Path), Native.O_WRONLY | Native.O_CREAT | Native.O_APPEND, 0x1A4 /* 0644 */), "stdio file");
+                break;
+            case StdioTarget.PipeTarget:
+                fixed (int* fds = pipe)
+                {
+                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0)
+                        throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
+                }
+                Check(Native.posix_spawn_file_actions_adddup2(actions, pipe[1], fd), "stdio pipe");
+                break;
+        }
+    }
+
+    private static Stream? ReadEnd(int[] pipe)
+    {
+        if (pipe[0] < 0) return null;
+        var handle = new SafeFileHandle(pipe[0], ownsHandle: true);
+        pipe[0] = -1;
+        return new FileStream(handle, FileAccess.Read, bufferSize: 0);
+    }
+
+    private static void CloseBoth(int[] pipe)
+    {
+        foreach (var i in new[] { 0, 1 })
+        {
+            if (pipe[i] >= 0) Native.close(pipe[i]);
+            pipe[i] = -1;
+        }
+    }
+
+    private static void Check(int rc, string what)
+    {
+        if (rc != 0) throw new SpawnException(rc, $"{what} failed: {Native.Error(rc)}");
+    }
+
+    /// <summary>An executable path: as given when it has a '/', else the first match on PATH.</summary>
+    public static string Resolve(string executable, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        if (executable.Contains('/')) return executable;
+        var path = environment?.GetValueOrDefault("PATH") ?? System.Environment.GetEnvironmentVariable("PATH") ?? "/usr/local/bin:/usr/bin:/bin";
+        foreach (var dir in path.Split(':', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var candidate = Path.Combine(dir, executable);
+            if (System.IO.File.Exists(candidate)) return candidate;
+        }
+        throw new SpawnException(Native.ENOENT, $"'{executable}' was not found on PATH");
+    }
+
+    private void Reap()
+    {
+        var info = default(Native.SigInfo);
+        while (!_stopping)
+        {
+            info = default;
+            var rc = Native.waitid(Native.P_ALL, 0, &info, Native.WEXITED);
+            if (rc != 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == Native.ECHILD) _childAdded.WaitOne(); // no children: sleep until one is started
+                continue; // EINTR
+            }
+
+            var status = info.Code switch
+            {
+                Native.CLD_EXITED => new ExitStatus(info.Status, null),
+                Native.CLD_KILLED or Native.CLD_DUMPED => new ExitStatus(null, info.Status),
+                _ => ExitStatus.Unknown,
+            };
+            TaskCompletionSource<ExitStatus>? waiter;
+            lock (_lock) _waiters.Remove(info.Pid, out waiter);
+            waiter?.TrySetResult(status);
+            try
+            {
+                Reaped?.Invoke(info.Pid, status);
+            }
+            catch
+            {
+                // A subscriber's failure must not stop the reaper.
+            }
+        }
+    }
+
+    /// <summary>
+    /// Stops the reaper thread. Children keep running (a launcher's children outlive it by design); their exits are
+    /// no longer reported.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _stopping = true;
+        _childAdded.Set();
+        // A thread blocked in waitid with children alive wakes with the next exit: start one that exits at once.
+        try
+        {
+            if (_thread.IsAlive && Running > 0) Spawn(new SpawnRequest("/bin/true", [], new Dictionary<string, string>()));
+        }
+        catch (SpawnException)
+        {
+        }
+        _disposed = true;
+        _thread.Join(TimeSpan.FromSeconds(2));
+        _childAdded.Dispose();
+        lock (_lock)
+        {
+            foreach (var waiter in _waiters.Values) waiter.TrySetCanceled();
+            _waiters.Clear();
+        }
+    }
+}

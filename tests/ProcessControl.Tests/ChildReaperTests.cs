@@ -1,0 +1,206 @@
+using Platform.ProcessControl;
+
+namespace Platform.ProcessControl.Tests;
+
+public class ChildReaperTests
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
+    private static ChildReaper Reaper => ChildReaper.Shared;
+    private static readonly Dictionary<string, string> Env = new() { ["PATH"] = "/usr/bin:/bin", ["GREETING"] = "hello" };
+
+    private static SpawnedProcess Sh(string script, StdioTarget? stdout = null, StdioTarget? stderr = null, string? cwd = null) =>
+        Reaper.Spawn(new SpawnRequest("/bin/sh", ["-c", script], Env, cwd, stdout, stderr));
+
+    [Fact]
+    public async Task A_child_runs_with_exactly_the_given_environment_and_its_exit_code_is_reported()
+    {
+        var child = Sh("echo $GREETING; echo oops >&2; echo \"[$HOME]\"; exit 3", StdioTarget.Pipe, StdioTarget.Pipe);
+
+        var stdout = await new StreamReader(child.StandardOutput!).ReadToEndAsync();
+        var stderr = await new StreamReader(child.StandardError!).ReadToEndAsync();
+        var exit = await child.Exited.WaitAsync(Timeout);
+
+        Assert.Equal("hello\n[]\n", stdout);
+        Assert.Equal("oops\n", stderr);
+        Assert.Equal(new ExitStatus(3, null), exit);
+    }
+
+    [Fact]
+    public async Task A_child_gets_its_own_session_and_process_group_and_default_signal_dispositions()
+    {
+        var child = Reaper.Spawn(new SpawnRequest("sleep", ["30"], Env));
+        try
+        {
+            var stat = ProcFs.ReadStat(child.Pid)!.Value;
+            Assert.Equal(child.Pid, stat.Session);
+            Assert.Equal(child.Pid, stat.ProcessGroup);
+            Assert.Equal(Environment.ProcessId, stat.ParentPid);
+            // The runtime ignores SIGPIPE; the child must not inherit that.
+            var ignored = Convert.ToUInt64(File.ReadAllLines($"/proc/{child.Pid}/status")
+                .Single(l => l.StartsWith("SigIgn:", StringComparison.Ordinal))[7..].Trim(), 16);
+            Assert.Equal(0UL, ignored & 0x7FFFFFFF); // no standard signal (1-31) ignored; 32+ are glibc's own
+        }
+        finally
+        {
+            ProcessTree.Signal(child.Identity, ProcessTree.SIGKILL);
+        }
+        Assert.Equal(new ExitStatus(null, 9), await child.Exited.WaitAsync(Timeout));
+    }
+
+    [Fact]
+    public async Task Output_to_files_is_appended_and_the_working_directory_is_used()
+    {
+        var dir = Directory.CreateTempSubdirectory("spawn-").FullName;
+        var log = Path.Combine(dir, "out.log");
+        File.WriteAllText(log, "before\n");
+
+        var child = Sh("pwd; echo after", StdioTarget.File(log), StdioTarget.File(log), cwd: dir);
+        await child.Exited.WaitAsync(Timeout);
+
+        Assert.Equal($"before\n{dir}\nafter\n", File.ReadAllText(log));
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public async Task An_orphaned_setsid_grandchild_is_adopted_and_reaped_leaving_no_zombie()
+    {
+        var pidFile = Path.GetTempFileName();
+        var child = Sh($"setsid sh -c 'echo $$ > {pidFile}; sleep 0.3' & sleep 0.1; exit 0");
+        await child.Exited.WaitAsync(Timeout);
+        var grandchild = int.Parse(File.ReadAllText(pidFile).Trim());
+
+        var reaped = new TaskCompletionSource<ExitStatus>();
+        void OnReaped(int pid, ExitStatus status)
+        {
+            if (pid == grandchild) reaped.TrySetResult(status);
+        }
+        Reaper.Reaped += OnReaped;
+        try
+        {
+            // Its parent is gone, so it is ours now (we are a subreaper), and we reap it when it exits.
+            if (ProcFs.ReadStat(grandchild) is { IsZombie: false } stat) Assert.Equal(Environment.ProcessId, stat.ParentPid);
+            Assert.Equal(new ExitStatus(0, null), await reaped.Task.WaitAsync(Timeout));
+            Assert.Null(ProcFs.ReadStat(grandchild)); // gone entirely: not a zombie
+        }
+        finally
+        {
+            Reaper.Reaped -= OnReaped;
+            File.Delete(pidFile);
+        }
+    }
+
+    [Theory]
+    [InlineData("/nonexistent/agent", true, false)]
+    [InlineData("no-such-command-anywhere", true, false)]
+    [InlineData("NOT_EXECUTABLE", false, true)]
+    public void Spawn_errors_say_what_is_wrong(string executable, bool notFound, bool denied)
+    {
+        var file = Path.GetTempFileName(); // mode 0600: not executable
+        if (executable == "NOT_EXECUTABLE") executable = file;
+
+        var error = Assert.Throws<SpawnException>(() => Reaper.Spawn(new SpawnRequest(executable, [], Env)));
+
+        Assert.Equal(notFound, error.NotFound);
+        Assert.Equal(denied, error.PermissionDenied);
+        Assert.Contains(executable, error.Message);
+        File.Delete(file);
+    }
+
+    [Fact]
+    public void A_missing_working_directory_fails_the_spawn()
+    {
+        var error = Assert.Throws<SpawnException>(() => Reaper.Spawn(new SpawnRequest("/bin/true", [], Env, "/nonexistent/dir")));
+        Assert.True(error.NotFound);
+    }
+}
+
+public class ProcessTreeTests
+{
+    private static readonly Dictionary<string, string> Env = new() { ["PATH"] = "/usr/bin:/bin" };
+
+    private static async Task<List<ProcessIdentity>> TreeOfAsync(SpawnedProcess root, int size)
+    {
+        List<ProcessIdentity> tree = [];
+        for (var i = 0; i < 200 && tree.Count < size; i++)
+        {
+            await Task.Delay(10);
+            tree = ProcessTree.Snapshot(root.Identity);
+        }
+        Assert.Equal(size, tree.Count);
+        return tree;
+    }
+
+    [Fact]
+    public async Task A_tree_with_grandchildren_and_a_setsid_escaper_that_ignore_SIGTERM_is_stopped_with_no_survivor()
+    {
+        var root = ChildReaper.Shared.Spawn(new SpawnRequest("/bin/sh",
+            ["-c", "trap '' TERM; sleep 300 & setsid sleep 301 & sh -c 'sleep 302 & wait' & wait"], Env));
+        var tree = await TreeOfAsync(root, 5);
+
+        var result = await ProcessTree.StopAsync(root.Identity, TimeSpan.FromMilliseconds(200));
+
+        Assert.True(result.AllGone);
+        Assert.Equal(5, result.Terminated);
+        Assert.True(result.Killed >= 3, $"killed {result.Killed}");
+        Assert.DoesNotContain(tree, ProcFs.IsAlive);
+        Assert.Equal(new ExitStatus(null, 9), await root.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task A_tree_that_honours_SIGTERM_is_gone_before_the_grace_and_nothing_is_killed()
+    {
+        var root = ChildReaper.Shared.Spawn(new SpawnRequest("/bin/sh", ["-c", "sleep 300 & sleep 301 & wait"], Env));
+        await TreeOfAsync(root, 3);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = await ProcessTree.StopAsync(root.Identity, TimeSpan.FromSeconds(10));
+
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5));
+        Assert.Equal(new StopResult(3, 0, 0), result);
+        Assert.Equal(new ExitStatus(null, 15), await root.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task A_stopped_process_is_continued_so_it_can_honour_SIGTERM()
+    {
+        var root = ChildReaper.Shared.Spawn(new SpawnRequest("sleep", ["300"], Env));
+        ProcessTree.Signal(root.Identity, 19); // SIGSTOP
+        for (var i = 0; i < 100 && ProcFs.ReadStat(root.Pid) is not { IsStopped: true }; i++) await Task.Delay(10);
+
+        var result = await ProcessTree.StopAsync(root.Identity, TimeSpan.FromSeconds(5));
+
+        Assert.Equal(0, result.Killed);
+        Assert.Equal(new ExitStatus(null, 15), await root.Exited.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task An_identity_with_another_start_time_is_not_the_process_even_with_the_same_pid()
+    {
+        var root = ChildReaper.Shared.Spawn(new SpawnRequest("sleep", ["300"], Env));
+        var impostor = root.Identity with { StartTime = root.Identity.StartTime - 1 };
+
+        Assert.True(ProcFs.IsAlive(root.Identity));
+        Assert.False(ProcFs.IsAlive(impostor));
+        Assert.False(ProcessTree.Signal(impostor, ProcessTree.SIGKILL)); // never signals a stranger
+        Assert.Equal(ExitStatus.Unknown, await new PidfdMonitor().WatchAsync(impostor));
+        Assert.True(ProcFs.IsAlive(root.Identity));
+
+        ProcessTree.Signal(root.Identity, ProcessTree.SIGKILL);
+        await root.Exited;
+    }
+
+    [Fact]
+    public async Task The_pidfd_monitor_reports_an_exit_as_it_happens()
+    {
+        using var monitor = new PidfdMonitor();
+        var root = ChildReaper.Shared.Spawn(new SpawnRequest("sleep", ["300"], Env));
+        var watched = monitor.WatchAsync(root.Identity);
+        await Task.Delay(50);
+        Assert.False(watched.IsCompleted);
+
+        ProcessTree.Signal(root.Identity, ProcessTree.SIGKILL);
+
+        await watched.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.Equal(0, monitor.Count);
+    }
+}
