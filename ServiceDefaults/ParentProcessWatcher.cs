@@ -1,13 +1,14 @@
-using System.Diagnostics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Platform.ProcessControl;
 
 namespace Platform.ServiceDefaults;
 
 /// <summary>
 /// Stops the host when the process that started it (named by <c>PLATFORM_PARENT_PID</c>, set by the AppHost) is
-/// gone, so a SIGKILLed AppHost does not leave its services running as orphans that hold their ports.
+/// gone, so a SIGKILLed AppHost does not leave its services running as orphans that hold their ports. Watches the
+/// parent through a pidfd (no polling, and no System.Diagnostics.Process in a process that may reap its children).
 /// </summary>
 public sealed class ParentProcessWatcher(
     IConfiguration configuration,
@@ -20,28 +21,21 @@ public sealed class ParentProcessWatcher(
     {
         if (!int.TryParse(configuration[ParentPidVariable], out var parentPid) || parentPid <= 0) return;
 
-        Process parent;
-        try
-        {
-            parent = Process.GetProcessById(parentPid);
-        }
-        catch (ArgumentException)
+        using var monitor = new PidfdMonitor();
+        if (ProcFs.Identify(parentPid) is not { } parent)
         {
             logger.LogWarning("Parent process {ParentPid} is already gone; stopping", parentPid);
             lifetime.StopApplication();
             return;
         }
 
-        using (parent)
+        try
         {
-            try
-            {
-                await parent.WaitForExitAsync(stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
+            await monitor.WatchAsync(parent).WaitAsync(stoppingToken);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
         }
 
         logger.LogWarning("Parent process {ParentPid} exited; stopping", parentPid);

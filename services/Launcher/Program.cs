@@ -9,6 +9,6 @@ builder.AddLauncher();
 var app = builder.Build();
 
 app.MapDefaultEndpoints();
-app.MapGrpcService<LauncherService>();
+app.MapLauncher();
 
 app.Run();

@@ -34,6 +34,7 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         // Each service is a real gRPC server whose unbuilt RPCs say so, with reflection and both health paths.
         await AssertServesContractAsync(state["registry"], "platform.registry.v1.SessionRegistry");
         var session = await AssertRegistryKeepsSessionsAsync(state["registry"]);
+        var agent = await AssertLauncherRunsAnAgentAsync(state["launcher"]);
         await AssertServesContractAsync(state["launcher"], "platform.launcher.v1.Launcher");
         await AssertServesContractAsync(state["monitor"], "platform.monitor.v1.AgentMonitor");
         await AssertServesContractAsync(state["supervisor"], "platform.supervisor.v1.Supervisor");
@@ -64,6 +65,7 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         Assert.Equal(0, await _appHost.TerminateAsync(TimeSpan.FromSeconds(30)));
         Assert.Empty(AppHostProcess.PlatformProcesses(_stateDirectory));
         Assert.All(pids, pid => Assert.True(ProcessControl.ProcFs.Identify(pid) is null, $"pid {pid} is still alive"));
+        Assert.True(ProcessControl.ProcFs.Identify((int)agent.Pid) is null, "the launched agent outlived the platform");
     }
 
     [Fact]
@@ -94,7 +96,7 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         Assert.Contains(serviceName, services);
         Assert.Contains("grpc.health.v1.Health", services);
 
-        if (serviceName != "platform.registry.v1.SessionRegistry")
+        if (serviceName is not ("platform.registry.v1.SessionRegistry" or "platform.launcher.v1.Launcher"))
         {
             var error = await Assert.ThrowsAsync<RpcException>(() => CallUnbuiltRpcAsync(channel, serviceName));
             Assert.Equal(StatusCode.Unimplemented, error.StatusCode);
@@ -107,8 +109,6 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
 
     private static Task CallUnbuiltRpcAsync(GrpcChannel channel, string serviceName) => serviceName switch
     {
-        "platform.launcher.v1.Launcher" => new Launcher.V1.Launcher.LauncherClient(channel)
-            .GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = "x" }).ResponseAsync,
         "platform.monitor.v1.AgentMonitor" => new Monitor.V1.AgentMonitor.AgentMonitorClient(channel)
             .GetStatusAsync(new Monitor.V1.GetStatusRequest { TargetId = "x" }).ResponseAsync,
         _ => new Supervisor.V1.Supervisor.SupervisorClient(channel)
@@ -124,6 +124,21 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         Assert.Equal(session.Id, (await client.GetSessionAsync(new Registry.V1.GetSessionRequest { Id = session.Id })).Id);
         Assert.True(File.Exists(Path.Combine(_stateDirectory, "registry", "registry.db")));
         return session;
+    }
+
+    /// <summary>The launcher (the AppHost allows arbitrary commands in its local profile) runs a process tree.</summary>
+    private static async Task<Launcher.V1.Instance> AssertLauncherRunsAnAgentAsync(ResourceInfo launcher)
+    {
+        using var channel = GrpcChannel.ForAddress(launcher.GrpcUrl);
+        var client = new Launcher.V1.Launcher.LauncherClient(channel);
+        var instance = await client.LaunchAsync(new Launcher.V1.LaunchRequest
+        {
+            Process = new Launcher.V1.ProcessSpec { Executable = "sleep", Args = { "300" } },
+            Workload = "e2e-agent",
+        });
+        Assert.Equal(Launcher.V1.Instance.Types.State.Running, instance.State);
+        Assert.NotNull(ProcessControl.ProcFs.Identify((int)instance.Pid));
+        return instance;
     }
 
     private static async Task AssertSupervisorHealthListsItsDependenciesAsync(ResourceInfo supervisor)

@@ -1,10 +1,11 @@
-using System.Diagnostics;
+using System.Collections;
 using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
+using Platform.ProcessControl;
 
 namespace Platform.Testing;
 
@@ -32,20 +33,19 @@ public sealed record AppHostState(int Pid, IReadOnlyList<ResourceInfo> Resources
 /// </summary>
 public sealed partial class AppHostProcess : IAsyncDisposable
 {
-    private readonly Process _process;
     private readonly StringBuilder _output = new();
+    private SpawnedProcess _process = null!;
 
-    private AppHostProcess(Process process, string stateDirectory)
+    private AppHostProcess(string stateDirectory)
     {
-        _process = process;
         StateDirectory = stateDirectory;
     }
 
     public string StateDirectory { get; }
 
-    public int Pid => _process.Id;
+    public int Pid => _process.Pid;
 
-    public Process Process => _process;
+    public bool HasExited => _process.Exited.IsCompleted;
 
     public string Output
     {
@@ -61,27 +61,26 @@ public sealed partial class AppHostProcess : IAsyncDisposable
 
     public static AppHostProcess Start(string appHostDll, string stateDirectory, IReadOnlyDictionary<string, string>? environment = null)
     {
-        var info = new ProcessStartInfo("dotnet")
-        {
-            ArgumentList = { appHostDll },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(appHostDll)!,
-        };
-        info.Environment["PLATFORM_STATE_DIR"] = stateDirectory;
-        info.Environment["NO_COLOR"] = "1";
-        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) info.Environment[key] = value;
+        // Through the platform's reaper, not System.Diagnostics.Process (the two must not be mixed, DESIGN.md §8).
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables()) env[(string)entry.Key] = (string?)entry.Value ?? "";
+        env["PLATFORM_STATE_DIR"] = stateDirectory;
+        env["NO_COLOR"] = "1";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) env[key] = value;
 
-        var process = new Process { StartInfo = info };
-        var host = new AppHostProcess(process, stateDirectory);
-        process.OutputDataReceived += (_, e) => host.Append(e.Data);
-        process.ErrorDataReceived += (_, e) => host.Append(e.Data);
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
+        var host = new AppHostProcess(stateDirectory);
+        host._process = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", [appHostDll], env, Path.GetDirectoryName(appHostDll), StdioTarget.Pipe, StdioTarget.Pipe));
+        host.Pump(host._process.StandardOutput!);
+        host.Pump(host._process.StandardError!);
         return host;
     }
+
+    private void Pump(Stream stream) =>
+        new Thread(() =>
+        {
+            using var reader = new StreamReader(stream);
+            while (reader.ReadLine() is { } line) Append(line);
+        }) { IsBackground = true }.Start();
 
     private void Append(string? line)
     {
@@ -113,8 +112,8 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         {
             var state = ReadState();
             if (state is not null && state.Pid == Pid && condition(state)) return state;
-            if (_process.HasExited)
-                throw new InvalidOperationException($"the AppHost exited with code {_process.ExitCode}:\n{Output}");
+            if (HasExited)
+                throw new InvalidOperationException($"the AppHost exited with {_process.Exited.Result}:\n{Output}");
             if (DateTime.UtcNow > deadline)
                 throw new TimeoutException($"apphost.json did not reach the expected state in {timeout}:\n{(File.Exists(StateFile) ? File.ReadAllText(StateFile) : "(none)")}\n{Output}");
             await Task.Delay(50);
@@ -154,9 +153,8 @@ public sealed partial class AppHostProcess : IAsyncDisposable
     public async Task<int> TerminateAsync(TimeSpan timeout)
     {
         Signal(Pid, SIGTERM);
-        using var cts = new CancellationTokenSource(timeout);
-        await _process.WaitForExitAsync(cts.Token);
-        return _process.ExitCode;
+        var exit = await _process.Exited.WaitAsync(timeout);
+        return exit.Code ?? 128 + exit.Signal ?? -1;
     }
 
     public const int SIGKILL = 9;
@@ -193,12 +191,7 @@ public sealed partial class AppHostProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        if (!_process.HasExited)
-        {
-            _process.Kill(entireProcessTree: true);
-            await _process.WaitForExitAsync();
-        }
+        if (!HasExited) await ProcessTree.StopAsync(_process.Identity, TimeSpan.Zero);
         foreach (var pid in PlatformProcesses(StateDirectory)) Signal(pid, SIGKILL);
-        _process.Dispose();
     }
 }

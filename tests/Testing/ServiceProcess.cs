@@ -1,8 +1,9 @@
-using System.Diagnostics;
+using System.Collections;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using Grpc.Health.V1;
+using Platform.ProcessControl;
 
 namespace Platform.Testing;
 
@@ -12,12 +13,11 @@ namespace Platform.Testing;
 /// </summary>
 public sealed class ServiceProcess : IAsyncDisposable
 {
-    private readonly Process _process;
     private readonly StringBuilder _output = new();
+    private SpawnedProcess _process = null!;
 
-    private ServiceProcess(Process process, string grpcUrl, string httpUrl)
+    private ServiceProcess(string grpcUrl, string httpUrl)
     {
-        _process = process;
         GrpcUrl = grpcUrl;
         HttpUrl = httpUrl;
     }
@@ -26,9 +26,11 @@ public sealed class ServiceProcess : IAsyncDisposable
 
     public string HttpUrl { get; }
 
-    public int Pid => _process.Id;
+    public int Pid => _process.Pid;
 
-    public bool HasExited => _process.HasExited;
+    public bool HasExited => _process.Exited.IsCompleted;
+
+    public ProcessIdentity Identity => _process.Identity;
 
     public string Output
     {
@@ -47,33 +49,26 @@ public sealed class ServiceProcess : IAsyncDisposable
     {
         var grpc = $"http://127.0.0.1:{FreePort()}";
         var http = $"http://127.0.0.1:{FreePort()}";
-        var info = new ProcessStartInfo("dotnet")
-        {
-            ArgumentList = { assemblyPath },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            WorkingDirectory = Path.GetDirectoryName(assemblyPath)!,
-        };
-        info.Environment["Kestrel__Endpoints__grpc__Url"] = grpc;
-        info.Environment["Kestrel__Endpoints__grpc__Protocols"] = "Http2";
-        info.Environment["Kestrel__Endpoints__http__Url"] = http;
-        info.Environment["Kestrel__Endpoints__http__Protocols"] = "Http1";
-        info.Environment["PLATFORM_DATA_DIR"] = dataDirectory;
-        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) info.Environment[key] = value;
+        // Started through the platform's own reaper, not System.Diagnostics.Process: test processes that host a
+        // launcher reap every child, and the two must not be mixed (DESIGN.md §8).
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables()) env[(string)entry.Key] = (string?)entry.Value ?? "";
+        env["Kestrel__Endpoints__grpc__Url"] = grpc;
+        env["Kestrel__Endpoints__grpc__Protocols"] = "Http2";
+        env["Kestrel__Endpoints__http__Url"] = http;
+        env["Kestrel__Endpoints__http__Protocols"] = "Http1";
+        env["PLATFORM_DATA_DIR"] = dataDirectory;
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) env[key] = value;
 
-        var process = new Process { StartInfo = info };
-        var service = new ServiceProcess(process, grpc, http);
-        process.OutputDataReceived += (_, e) => service.Append(e.Data);
-        process.ErrorDataReceived += (_, e) => service.Append(e.Data);
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
+        var service = new ServiceProcess(grpc, http);
+        service._process = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", [assemblyPath], env, Path.GetDirectoryName(assemblyPath), StdioTarget.Pipe, StdioTarget.Pipe));
+        service.Pump(service._process.StandardOutput!);
+        service.Pump(service._process.StandardError!);
 
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
         while (await AppHostProcess.CheckHealthAsync(grpc) != HealthCheckResponse.Types.ServingStatus.Serving)
         {
-            if (process.HasExited || DateTime.UtcNow > deadline)
+            if (service.HasExited || DateTime.UtcNow > deadline)
             {
                 await service.DisposeAsync();
                 throw new InvalidOperationException($"{Path.GetFileName(assemblyPath)} did not become SERVING:\n{service.Output}");
@@ -83,31 +78,32 @@ public sealed class ServiceProcess : IAsyncDisposable
         return service;
     }
 
-    private void Append(string? line)
-    {
-        if (line is null) return;
-        lock (_output) _output.AppendLine(line);
-    }
+    private void Pump(Stream stream) =>
+        new Thread(() =>
+        {
+            using var reader = new StreamReader(stream);
+            while (reader.ReadLine() is { } line)
+            {
+                lock (_output) _output.AppendLine(line);
+            }
+        }) { IsBackground = true }.Start();
 
     /// <summary>SIGKILL: no shutdown code runs.</summary>
     public async Task KillAsync()
     {
-        AppHostProcess.Signal(Pid, AppHostProcess.SIGKILL);
-        await _process.WaitForExitAsync();
+        ProcessTree.Signal(Identity, ProcessTree.SIGKILL);
+        await _process.Exited;
     }
 
     /// <summary>SIGTERM and the exit code.</summary>
-    public async Task<int> StopAsync(TimeSpan timeout)
+    public async Task<ExitStatus> StopAsync(TimeSpan timeout)
     {
-        AppHostProcess.Signal(Pid, AppHostProcess.SIGTERM);
-        using var cts = new CancellationTokenSource(timeout);
-        await _process.WaitForExitAsync(cts.Token);
-        return _process.ExitCode;
+        ProcessTree.Signal(Identity, ProcessTree.SIGTERM);
+        return await _process.Exited.WaitAsync(timeout);
     }
 
     public async ValueTask DisposeAsync()
     {
-        if (!_process.HasExited) await KillAsync();
-        _process.Dispose();
+        if (!HasExited) await KillAsync();
     }
 }

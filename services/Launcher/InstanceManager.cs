@@ -1,0 +1,284 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Google.Protobuf.WellKnownTypes;
+using Microsoft.Extensions.Options;
+using Platform.Launcher.V1;
+using Platform.ProcessControl;
+using Platform.ServiceDefaults;
+
+namespace Platform.Launcher;
+
+/// <summary>A launch that passed validation: the full command line and everything about the instance.</summary>
+public sealed record ResolvedLaunch(
+    string Executable,
+    IReadOnlyList<string> Args,
+    IReadOnlyDictionary<string, string> Environment,
+    string? WorkingDirectory,
+    string Workload,
+    string Template,
+    IReadOnlyDictionary<string, string> Labels,
+    TimeSpan StopGrace,
+    string RequestId);
+
+/// <summary>
+/// The instances of this node: starts them (each in its own session, output to files), sees their exits at once
+/// (the reaper for our children, pidfds for re-adopted ones), stops whole trees, persists every change, publishes
+/// STARTED / EXITED / ADOPTED events, and after a restart re-adopts the children that still run.
+/// </summary>
+public sealed class InstanceManager(
+    InstanceStore store,
+    IOptions<LauncherOptions> options,
+    IConfiguration configuration,
+    TimeProvider time,
+    ILogger<InstanceManager> logger) : IHostedService, IDisposable
+{
+    private readonly ConcurrentDictionary<string, Tracked> _instances = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Task<Instance>> _requests = new(StringComparer.Ordinal);
+    private readonly Lock _requestsLock = new();
+    private readonly Lock _subscribersLock = new();
+    private readonly List<Channel<InstanceEvent>> _subscribers = [];
+    private readonly PidfdMonitor _pidfds = new();
+    private readonly string _node = options.Value.Node ?? System.Environment.MachineName;
+    private readonly string _dataDirectory = options.Value.DataDirectory ?? configuration["PLATFORM_DATA_DIR"] ?? Path.Combine(Directory.GetCurrentDirectory(), "data");
+
+    private sealed class Tracked(InstanceRecord record)
+    {
+        public Lock Lock { get; } = new();
+        public InstanceRecord Record { get; set; } = record;
+        public Instance Instance => Record.Instance;
+        public Task<ExitStatus> Exit { get; set; } = Task.FromResult(ExitStatus.Unknown);
+        public TaskCompletionSource Exited { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    public string Node => _node;
+
+    /// <summary>Re-adopts the children of a previous run that still run; records the others as exited.</summary>
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var record in store.LoadAll())
+        {
+            var tracked = new Tracked(record);
+            _instances[record.Instance.Id] = tracked;
+            if (record.RequestId.Length > 0) _requests[record.RequestId] = Task.FromResult(record.Instance);
+            if (record.Instance.State == Instance.Types.State.Exited)
+            {
+                tracked.Exited.TrySetResult();
+                continue;
+            }
+
+            // Same boot and same start time: the very process we started, not a stranger with a reused pid.
+            if (record.BootId == ProcFs.BootId && ProcFs.IsAlive(record.Identity))
+            {
+                var instance = record.Instance.Clone();
+                instance.State = Instance.Types.State.Running;
+                instance.Adopted = true;
+                Save(tracked, instance);
+                tracked.Exit = _pidfds.WatchAsync(record.Identity);
+                Publish(InstanceEvent.Types.Type.Adopted, instance);
+                _ = WatchExitAsync(tracked);
+                logger.LogInformation("Re-adopted instance {Id} ({Workload}, pid {Pid})", instance.Id, instance.Workload, instance.Pid);
+            }
+            else
+            {
+                var instance = record.Instance.Clone();
+                instance.State = Instance.Types.State.Exited;
+                instance.ExitTime = Timestamp.FromDateTimeOffset(time.GetUtcNow());
+                Save(tracked, instance);
+                tracked.Exited.TrySetResult();
+                logger.LogInformation("Instance {Id} ({Workload}) ended while the launcher was down; its exit status is unknown", instance.Id, instance.Workload);
+            }
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Children outlive the launcher by design: nothing to stop.</summary>
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Starts an instance; the same request id (even concurrently) starts one process and answers with it.</summary>
+    public Task<Instance> LaunchAsync(ResolvedLaunch launch)
+    {
+        if (launch.RequestId.Length == 0) return Task.Run(() => Start(launch));
+        lock (_requestsLock)
+        {
+            if (_requests.TryGetValue(launch.RequestId, out var existing)) return existing;
+            var started = Task.Run(() => Start(launch));
+            _requests[launch.RequestId] = started;
+            // A launch that failed is forgotten: the caller may fix the problem and try the same id again.
+            started.ContinueWith(t => { lock (_requestsLock) _requests.Remove(launch.RequestId); },
+                CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            return started;
+        }
+    }
+
+    private Instance Start(ResolvedLaunch launch)
+    {
+        var id = System.Ulid.NewUlid().ToString();
+        var logDirectory = Path.Combine(_dataDirectory, "instances", id);
+        Directory.CreateDirectory(logDirectory);
+
+        var env = new Dictionary<string, string>(launch.Environment, StringComparer.Ordinal)
+        {
+            ["PLATFORM_INSTANCE_ID"] = id,
+            ["PLATFORM_WORKLOAD"] = launch.Workload,
+            ["PLATFORM_NODE"] = _node,
+        };
+        if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
+        // The caller's trace context (the Launch call's span) continues in the child.
+        if (Activity.Current is { } activity)
+        {
+            env["TRACEPARENT"] = activity.Id!;
+            if (activity.TraceStateString is { } state) env["TRACESTATE"] = state;
+        }
+
+        SpawnedProcess process;
+        try
+        {
+            process = ChildReaper.Shared.Spawn(new SpawnRequest(launch.Executable, launch.Args, env, launch.WorkingDirectory,
+                StdioTarget.File(Path.Combine(logDirectory, "stdout.log")), StdioTarget.File(Path.Combine(logDirectory, "stderr.log"))));
+        }
+        catch (SpawnException e)
+        {
+            Directory.Delete(logDirectory, recursive: true); // nothing half-started left behind
+            throw e.NotFound ? GrpcErrors.Status(Grpc.Core.StatusCode.NotFound, e.Message)
+                : e.PermissionDenied ? GrpcErrors.Status(Grpc.Core.StatusCode.PermissionDenied, e.Message)
+                : GrpcErrors.Status(Grpc.Core.StatusCode.FailedPrecondition, e.Message);
+        }
+
+        var instance = new Instance
+        {
+            Id = id,
+            Workload = launch.Workload,
+            Node = _node,
+            Pid = process.Pid,
+            State = Instance.Types.State.Running,
+            StartTime = Timestamp.FromDateTimeOffset(time.GetUtcNow()),
+            Labels = { launch.Labels.ToDictionary() },
+            Template = launch.Template,
+        };
+        var tracked = new Tracked(new InstanceRecord(instance, process.Identity, ProcFs.BootId, launch.StopGrace, logDirectory, launch.RequestId))
+        {
+            Exit = process.Exited,
+        };
+        _instances[id] = tracked;
+        Save(tracked, instance);
+        Publish(InstanceEvent.Types.Type.Started, instance);
+        _ = WatchExitAsync(tracked);
+        return instance.Clone();
+    }
+
+    private async Task WatchExitAsync(Tracked tracked)
+    {
+        ExitStatus status;
+        try
+        {
+            status = await tracked.Exit;
+        }
+        catch (OperationCanceledException)
+        {
+            return; // the launcher is stopping; the child lives on and is re-adopted later
+        }
+
+        var instance = tracked.Instance.Clone();
+        instance.State = Instance.Types.State.Exited;
+        instance.ExitTime = Timestamp.FromDateTimeOffset(time.GetUtcNow());
+        if (status.Code is { } code) instance.ExitCode = code;
+        if (status.Signal is { } signal) instance.Signal = signal;
+        instance.ChildProcessCount = 0;
+        instance.RssBytes = 0;
+        Save(tracked, instance);
+        Publish(InstanceEvent.Types.Type.Exited, instance);
+        tracked.Exited.TrySetResult();
+    }
+
+    private void Save(Tracked tracked, Instance instance)
+    {
+        lock (tracked.Lock)
+        {
+            tracked.Record = tracked.Record with { Instance = instance };
+            store.Put(tracked.Record);
+        }
+    }
+
+    /// <summary>
+    /// Stops the instance's whole tree (SIGTERM to every descendant, the grace, SIGKILL to every survivor) and
+    /// returns it once its exit is recorded. An exited instance is returned unchanged.
+    /// </summary>
+    public async Task<Instance> StopInstanceAsync(string id, TimeSpan? grace, CancellationToken cancellationToken)
+    {
+        var tracked = Find(id);
+        if (tracked.Instance.State == Instance.Types.State.Exited) return Get(id);
+
+        var stopping = tracked.Instance.Clone();
+        stopping.State = Instance.Types.State.Stopping;
+        Save(tracked, stopping);
+        var result = await ProcessTree.StopAsync(tracked.Record.Identity, grace ?? tracked.Record.StopGrace, cancellationToken);
+        if (!result.AllGone) logger.LogWarning("Instance {Id}: {Survivors} processes survived SIGKILL", id, result.Survivors);
+        await tracked.Exited.Task.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
+        return Get(id);
+    }
+
+    public Instance Get(string id)
+    {
+        var tracked = Find(id);
+        var instance = tracked.Instance.Clone();
+        if (instance.State != Instance.Types.State.Exited && ProcFs.IsAlive(tracked.Record.Identity))
+        {
+            var tree = ProcFs.Tree((int)instance.Pid);
+            var (rss, cpu) = ProcFs.Usage(tree);
+            instance.ChildProcessCount = Math.Max(0, tree.Count - 1);
+            instance.RssBytes = rss;
+            instance.CpuTime = Duration.FromTimeSpan(cpu);
+        }
+        return instance;
+    }
+
+    public IEnumerable<Instance> List(string workload, Instance.Types.State state) =>
+        _instances.Values
+            .Select(t => t.Instance)
+            .Where(i => (workload.Length == 0 || i.Workload == workload) && (state == Instance.Types.State.Unspecified || i.State == state))
+            .OrderBy(i => i.Id, StringComparer.Ordinal)
+            .Select(i => Get(i.Id));
+
+    public bool Exists(string id) => _instances.ContainsKey(id);
+
+    /// <summary>Where an instance's output is, and whether it still runs.</summary>
+    public (string Directory, Task Exited) Output(string id)
+    {
+        var tracked = Find(id);
+        return (tracked.Record.LogDirectory, tracked.Exited.Task);
+    }
+
+    private Tracked Find(string id) =>
+        _instances.TryGetValue(id, out var tracked) ? tracked : throw GrpcErrors.NotFound("instance", id);
+
+    // ---- Events ----
+
+    public ChannelReader<InstanceEvent> Subscribe(out IDisposable subscription)
+    {
+        var channel = Channel.CreateBounded<InstanceEvent>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropOldest });
+        lock (_subscribersLock) _subscribers.Add(channel);
+        subscription = new Unsubscriber(this, channel);
+        return channel.Reader;
+    }
+
+    private sealed class Unsubscriber(InstanceManager manager, Channel<InstanceEvent> channel) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (manager._subscribersLock) manager._subscribers.Remove(channel);
+            channel.Writer.TryComplete();
+        }
+    }
+
+    private void Publish(InstanceEvent.Types.Type type, Instance instance)
+    {
+        var e = new InstanceEvent { Type = type, Instance = instance.Clone(), Time = Timestamp.FromDateTimeOffset(time.GetUtcNow()) };
+        lock (_subscribersLock)
+        {
+            foreach (var subscriber in _subscribers) subscriber.Writer.TryWrite(e);
+        }
+    }
+
+    public void Dispose() => _pidfds.Dispose();
+}

@@ -1,0 +1,86 @@
+using Google.Protobuf;
+using Microsoft.Data.Sqlite;
+using Platform.Launcher.V1;
+using Platform.ProcessControl;
+
+namespace Platform.Launcher;
+
+/// <summary>An instance as persisted: the proto plus what re-adoption needs (identity, boot, grace, log directory).</summary>
+public sealed record InstanceRecord(Instance Instance, ProcessIdentity Identity, string BootId, TimeSpan StopGrace, string LogDirectory, string RequestId);
+
+/// <summary>
+/// Instance records in SQLite (WAL, synchronous=FULL) in the launcher's data directory, so that a launcher that is
+/// SIGKILLed and started again knows which children are its own.
+/// </summary>
+public sealed class InstanceStore : IDisposable
+{
+    private readonly SqliteConnection _connection;
+    private readonly Lock _lock = new();
+
+    public InstanceStore(string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        _connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+        _connection.Open();
+        using var command = _connection.CreateCommand();
+        command.CommandText = """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = FULL;
+            CREATE TABLE IF NOT EXISTS instances (
+                id TEXT PRIMARY KEY, state INTEGER NOT NULL, data BLOB NOT NULL, pid INTEGER NOT NULL,
+                start_ticks INTEGER NOT NULL, boot_id TEXT NOT NULL, grace_ms INTEGER NOT NULL, log_dir TEXT NOT NULL,
+                request_id TEXT NOT NULL);
+            """;
+        command.ExecuteNonQuery();
+    }
+
+    public void Put(InstanceRecord record)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = """
+                INSERT INTO instances (id, state, data, pid, start_ticks, boot_id, grace_ms, log_dir, request_id)
+                VALUES ($id, $state, $data, $pid, $start, $boot, $grace, $log, $rid)
+                ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data
+                """;
+            command.Parameters.AddWithValue("$id", record.Instance.Id);
+            command.Parameters.AddWithValue("$state", (int)record.Instance.State);
+            command.Parameters.AddWithValue("$data", record.Instance.ToByteArray());
+            command.Parameters.AddWithValue("$pid", record.Identity.Pid);
+            command.Parameters.AddWithValue("$start", (long)record.Identity.StartTime);
+            command.Parameters.AddWithValue("$boot", record.BootId);
+            command.Parameters.AddWithValue("$grace", (long)record.StopGrace.TotalMilliseconds);
+            command.Parameters.AddWithValue("$log", record.LogDirectory);
+            command.Parameters.AddWithValue("$rid", record.RequestId);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    public List<InstanceRecord> LoadAll()
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "SELECT data, pid, start_ticks, boot_id, grace_ms, log_dir, request_id FROM instances ORDER BY id";
+            using var reader = command.ExecuteReader();
+            var records = new List<InstanceRecord>();
+            while (reader.Read())
+            {
+                records.Add(new InstanceRecord(
+                    Instance.Parser.ParseFrom((byte[])reader[0]),
+                    new ProcessIdentity(reader.GetInt32(1), (ulong)reader.GetInt64(2)),
+                    reader.GetString(3),
+                    TimeSpan.FromMilliseconds(reader.GetInt64(4)),
+                    reader.GetString(5),
+                    reader.GetString(6)));
+            }
+            return records;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock) _connection.Dispose();
+    }
+}

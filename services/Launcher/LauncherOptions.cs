@@ -1,0 +1,46 @@
+namespace Platform.Launcher;
+
+/// <summary>Settings of the launcher (configuration section "Launcher").</summary>
+public sealed class LauncherOptions
+{
+    public const string Section = "Launcher";
+
+    /// <summary>Named templates the launcher runs (Launcher:Templates:&lt;name&gt;).</summary>
+    public Dictionary<string, TemplateOptions> Templates { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Whether explicit process specs may be launched (the AppHost's local profile; default false).</summary>
+    public bool AllowArbitraryCommands { get; set; }
+
+    /// <summary>Where instance records and output live; default PLATFORM_DATA_DIR, else ./data.</summary>
+    public string? DataDirectory { get; set; }
+
+    /// <summary>This node's name in instances and sessions; default the host name.</summary>
+    public string? Node { get; set; }
+
+    public TimeSpan DefaultStopGrace { get; set; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>An output file larger than this is rotated (copied to .1, then truncated).</summary>
+    public long MaxLogBytes { get; set; } = 10 * 1024 * 1024;
+}
+
+/// <summary>A named command line.</summary>
+public sealed class TemplateOptions
+{
+    public string Executable { get; set; } = "";
+    public List<string> Args { get; set; } = [];
+    public Dictionary<string, string> Env { get; set; } = new(StringComparer.Ordinal);
+    public string? WorkingDirectory { get; set; }
+}
+
+public static class LaunchLimits
+{
+    public const int Args = 1024;
+    public const int ArgLength = 32 * 1024;
+    public const int ArgsTotal = 256 * 1024;
+    public const int EnvVars = 256;
+    public const int EnvValueLength = 32 * 1024;
+    public const int Labels = 64;
+    public const int NameLength = 253;
+    public const int RequestIdLength = 128;
+    public static readonly TimeSpan MaxStopGrace = TimeSpan.FromHours(1);
+}
