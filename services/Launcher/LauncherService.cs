@@ -88,6 +88,8 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
             foreach (var line in file.Tail(request.TailLines)) await responseStream.WriteAsync(file.Entry(line), token);
         }
         if (!request.Follow) return;
+        // Headers now: a client that waits for them knows that everything written from here on will follow.
+        await context.WriteResponseHeadersAsync([]);
 
         while (!token.IsCancellationRequested)
         {

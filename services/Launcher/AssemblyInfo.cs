@@ -1,2 +1,0 @@
-// The launcher controls Linux processes (posix_spawn, pidfd, /proc); it runs nowhere else.
-[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]

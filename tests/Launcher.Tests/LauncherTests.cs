@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Platform.Launcher.V1;
+using Platform.ProcessControl;
+
+namespace Platform.Launcher.Tests;
+
+public class LauncherTests : LauncherTestBase
+{
+    [Fact]
+    public async Task A_tree_with_grandchildren_and_a_setsid_escaper_is_stopped_with_zero_survivors()
+    {
+        var instance = await LaunchAsync("tree");
+        var tree = await TreeAsync(instance, 5);
+        Assert.Equal(4, (await Client.GetInstanceAsync(new GetInstanceRequest { Id = instance.Id })).ChildProcessCount);
+
+        var stopped = await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id });
+
+        Assert.Equal(Instance.Types.State.Exited, stopped.State);
+        Assert.Equal(15, stopped.Signal);
+        Assert.DoesNotContain(tree, ProcFs.IsAlive);
+        Assert.Equal(stopped, await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id })); // unchanged
+    }
+
+    [Fact]
+    public async Task A_child_that_ignores_SIGTERM_is_killed_after_the_grace()
+    {
+        var instance = await LaunchAsync("stubborn");
+        var tree = await TreeAsync(instance, 2);
+        var clock = Stopwatch.StartNew();
+
+        var stopped = await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id, Grace = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(400)) });
+
+        Assert.True(clock.Elapsed >= TimeSpan.FromMilliseconds(400));
+        Assert.Equal(9, stopped.Signal);
+        Assert.False(stopped.HasExitCode);
+        Assert.DoesNotContain(tree, ProcFs.IsAlive);
+    }
+
+    [Fact]
+    public async Task Concurrent_launches_with_one_request_id_start_one_process()
+    {
+        var clients = Enumerable.Range(0, 8).Select(_ => new V1.Launcher.LauncherClient(Host.NewChannel())).ToList();
+
+        var launches = await Task.WhenAll(Enumerable.Range(0, 40).Select(i =>
+            clients[i % clients.Count].LaunchAsync(new LaunchRequest { Template = "sleeper", RequestId = "once", Workload = "dedup" }).ResponseAsync));
+
+        Assert.Single(launches.Select(l => l.Id).Distinct());
+        Assert.Single((await Client.ListInstancesAsync(new ListInstancesRequest { Workload = "dedup" })).Instances);
+    }
+
+    [Fact]
+    public async Task Exits_are_streamed_with_their_code_as_they_happen()
+    {
+        using var watch = Client.WatchInstanceEvents(new WatchInstanceEventsRequest { Workload = "exit3" });
+        await watch.ResponseHeadersAsync;
+
+        var instance = await LaunchAsync("exit3");
+
+        using var cts = new CancellationTokenSource(Timeout);
+        Assert.True(await watch.ResponseStream.MoveNext(cts.Token));
+        Assert.Equal((InstanceEvent.Types.Type.Started, instance.Id), (watch.ResponseStream.Current.Type, watch.ResponseStream.Current.Instance.Id));
+        Assert.True(await watch.ResponseStream.MoveNext(cts.Token));
+        var exited = watch.ResponseStream.Current;
+        Assert.Equal(InstanceEvent.Types.Type.Exited, exited.Type);
+        Assert.Equal(3, exited.Instance.ExitCode);
+        Assert.Equal(Instance.Types.State.Exited, (await Client.GetInstanceAsync(new GetInstanceRequest { Id = instance.Id })).State);
+    }
+
+    [Fact]
+    public async Task Output_goes_to_files_and_StreamLogs_serves_the_tail_and_follows()
+    {
+        var instance = await LaunchAsync("chatty");
+        await TreeAsync(instance, 1);
+        var stdout = Path.Combine(DataDirectory, "instances", instance.Id, "stdout.log");
+        for (var i = 0; i < 200 && (!File.Exists(stdout) || !File.ReadAllText(stdout).Contains("hello")); i++) await Task.Delay(10);
+
+        var tail = new List<LogEntry>();
+        using (var call = Client.StreamLogs(new StreamLogsRequest { Id = instance.Id, TailLines = 2 }))
+        {
+            while (await call.ResponseStream.MoveNext(CancellationToken.None)) tail.Add(call.ResponseStream.Current);
+        }
+        Assert.Equal(["out 3", $"hello {instance.Id}", "err 2", "err 3"], tail.Select(e => e.Text));
+        Assert.Equal([LogEntry.Types.Stream.Stdout, LogEntry.Types.Stream.Stdout, LogEntry.Types.Stream.Stderr, LogEntry.Types.Stream.Stderr], tail.Select(e => e.Stream));
+
+        using var follow = Client.StreamLogs(new StreamLogsRequest { Id = instance.Id, Follow = true });
+        await follow.ResponseHeadersAsync;
+        File.AppendAllText(stdout, "appended later\n"); // as the child would
+        using var cts = new CancellationTokenSource(Timeout);
+        Assert.True(await follow.ResponseStream.MoveNext(cts.Token));
+        Assert.Equal("appended later", follow.ResponseStream.Current.Text);
+        await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id });
+        while (await follow.ResponseStream.MoveNext(cts.Token)) { } // ends by itself once the instance exited
+    }
+
+    [Fact]
+    public async Task Get_and_List_report_live_figures_from_proc()
+    {
+        var instance = await LaunchAsync("tree");
+        await TreeAsync(instance, 5);
+
+        var live = await Client.GetInstanceAsync(new GetInstanceRequest { Id = instance.Id });
+        var listed = (await Client.ListInstancesAsync(new ListInstancesRequest { Workload = "tree" })).Instances.Single();
+
+        Assert.Equal(4, live.ChildProcessCount);
+        Assert.True(live.RssBytes > 1024 * 1024, $"rss {live.RssBytes}");
+        Assert.Equal(instance.Pid, listed.Pid);
+        Assert.Equal("tree", listed.Template);
+        Assert.Equal(Instance.Types.State.Running, listed.State);
+    }
+}
