@@ -67,6 +67,10 @@ public sealed unsafe class ChildReaper : IDisposable
 {
     private readonly Lock _lock = new();
     private readonly Dictionary<int, TaskCompletionSource<ExitStatus>> _waiters = [];
+    // Exits of pids nobody waits for yet: a child can exit before Spawn has registered its waiter (spawns run in
+    // parallel, outside the lock). Kept for a second: a pid is not reused that fast (pid_max is in the millions).
+    private readonly Dictionary<int, (ExitStatus Status, long At)> _unclaimed = [];
+    private static readonly TimeSpan UnclaimedFor = TimeSpan.FromSeconds(1);
     private readonly AutoResetEvent _childAdded = new(false);
     private readonly Thread _thread;
     private volatile bool _disposed;
@@ -159,12 +163,14 @@ public sealed unsafe class ChildReaper : IDisposable
 
             int pid;
             var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
+            // Not under the lock: posix_spawn suspends the calling thread until the child has exec'd, and spawns on
+            // several threads overlap.
+            var rc = Native.posix_spawn(&pid, path, actions, attr, argv, envp);
+            if (rc != 0) throw new SpawnException(rc, $"cannot start {request.Executable}: {Native.Error(rc)}");
             lock (_lock)
             {
-                // Under the lock: the reaper cannot dispatch this pid's exit before its waiter is registered.
-                var rc = Native.posix_spawn(&pid, path, actions, attr, argv, envp);
-                if (rc != 0) throw new SpawnException(rc, $"cannot start {request.Executable}: {Native.Error(rc)}");
-                _waiters[pid] = tcs;
+                if (_unclaimed.Remove(pid, out var early)) tcs.TrySetResult(early.Status); // it already exited
+                else _waiters[pid] = tcs;
             }
             _childAdded.Set();
 
@@ -267,7 +273,16 @@ public sealed unsafe class ChildReaper : IDisposable
                 _ => ExitStatus.Unknown,
             };
             TaskCompletionSource<ExitStatus>? waiter;
-            lock (_lock) _waiters.Remove(info.Pid, out waiter);
+            lock (_lock)
+            {
+                if (!_waiters.Remove(info.Pid, out waiter))
+                {
+                    var now = System.Diagnostics.Stopwatch.GetTimestamp();
+                    foreach (var old in _unclaimed.Where(u => System.Diagnostics.Stopwatch.GetElapsedTime(u.Value.At, now) > UnclaimedFor).Select(u => u.Key).ToList())
+                        _unclaimed.Remove(old);
+                    _unclaimed[info.Pid] = (status, now);
+                }
+            }
             waiter?.TrySetResult(status);
             try
             {

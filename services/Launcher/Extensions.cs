@@ -17,6 +17,8 @@ public static class Extensions
         });
         builder.Services.AddSingleton<InstanceManager>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<InstanceManager>());
+        builder.Services.AddSingleton<LogRotator>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<LogRotator>());
         return builder;
     }
 

@@ -9,8 +9,10 @@ namespace Platform.Launcher;
 public sealed record InstanceRecord(Instance Instance, ProcessIdentity Identity, string BootId, TimeSpan StopGrace, string LogDirectory, string RequestId);
 
 /// <summary>
-/// Instance records in SQLite (WAL, synchronous=FULL) in the launcher's data directory, so that a launcher that is
-/// SIGKILLed and started again knows which children are its own.
+/// Instance records in SQLite in the launcher's data directory, so that a launcher that is SIGKILLed and started
+/// again knows which children are its own. WAL with synchronous=NORMAL: a commit survives the process being killed
+/// (the write is in the OS before the call returns); it may not survive a power cut, but neither do the children,
+/// and after a reboot the boot id tells every old record apart. No fsync per launch, so 300 launches take no 300 fsyncs.
 /// </summary>
 public sealed class InstanceStore : IDisposable
 {
@@ -25,7 +27,7 @@ public sealed class InstanceStore : IDisposable
         using var command = _connection.CreateCommand();
         command.CommandText = """
             PRAGMA journal_mode = WAL;
-            PRAGMA synchronous = FULL;
+            PRAGMA synchronous = NORMAL;
             CREATE TABLE IF NOT EXISTS instances (
                 id TEXT PRIMARY KEY, state INTEGER NOT NULL, data BLOB NOT NULL, pid INTEGER NOT NULL,
                 start_ticks INTEGER NOT NULL, boot_id TEXT NOT NULL, grace_ms INTEGER NOT NULL, log_dir TEXT NOT NULL,

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Diagnostics;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
@@ -108,5 +109,32 @@ public class LauncherTests : LauncherTestBase
         Assert.Equal(instance.Pid, listed.Pid);
         Assert.Equal("tree", listed.Template);
         Assert.Equal(Instance.Types.State.Running, listed.State);
+    }
+}
+
+public class LogRotationTests : LauncherTestBase
+{
+    [Fact]
+    public async Task Output_past_the_size_limit_is_rotated_and_the_child_keeps_writing_to_the_same_file()
+    {
+        var options = Host.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<LauncherOptions>>().Value;
+        options.MaxLogBytes = 4096;
+        var instance = await Client.LaunchAsync(new LaunchRequest
+        {
+            Process = new ProcessSpec { Executable = "/bin/sh", Args = { "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.005; done" } },
+        });
+        var stdout = Path.Combine(DataDirectory, "instances", instance.Id, "stdout.log");
+        for (var i = 0; i < 500 && (!File.Exists(stdout) || new FileInfo(stdout).Length <= 4096); i++) await Task.Delay(10);
+
+        var rotated = Host.Services.GetRequiredService<LogRotator>().RotateAll();
+
+        Assert.Equal(1, rotated);
+        Assert.True(new FileInfo(stdout + ".1").Length > 4096);
+        var lastRotated = File.ReadAllLines(stdout + ".1").Last(l => l.StartsWith("line ", StringComparison.Ordinal));
+        await Task.Delay(200);
+        var fresh = File.ReadAllLines(stdout).Where(l => l.StartsWith("line ", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(fresh); // the child writes on into the truncated file
+        Assert.True(new FileInfo(stdout).Length < new FileInfo(stdout + ".1").Length + 4096);
+        Assert.True(int.Parse(fresh[^1][5..]) > int.Parse(lastRotated[5..]));
     }
 }
