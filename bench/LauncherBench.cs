@@ -18,7 +18,10 @@ public static class LauncherBench
 
     public static async Task<int> RunAsync(string[] args)
     {
-        var dll = AppHostProcess.ProjectOutput(typeof(LauncherBench).Assembly, "Platform.Launcher");
+        // --binary PATH: measure another build, e.g. the Native AOT one
+        // (dotnet publish services/Launcher -c Release -r linux-x64 -p:PublishAot=true -o out).
+        var at = Array.IndexOf(args, "--binary");
+        var dll = at >= 0 ? Path.GetFullPath(args[at + 1]) : AppHostProcess.ProjectOutput(typeof(LauncherBench).Assembly, "Platform.Launcher");
         var data = Directory.CreateTempSubdirectory("launcher-bench-").FullName;
         var rows = new List<(string Metric, string Others, string Ours, string Target, bool Met)>();
         Console.WriteLine($"Launcher benchmark: {Environment.ProcessorCount} cores, {dll}");

@@ -98,7 +98,53 @@ public static class ProcFs
     /// The process and all its live descendants, parents before children. A process that called setsid stays a
     /// descendant (its parent link is kept) until its parent dies; then it belongs to the nearest subreaper.
     /// </summary>
-    public static List<ProcStat> Tree(int rootPid) => Tree(rootPid, All());
+    public static List<ProcStat> Tree(int rootPid)
+    {
+        // /proc/PID/task/TID/children lists each thread's children: walking them reads only the tree, not every
+        // process on the machine. Kernels without CONFIG_PROC_CHILDREN lack the file: then scan all of /proc.
+        if (!File.Exists($"/proc/{rootPid}/task/{rootPid}/children")) return Tree(rootPid, All());
+        var result = new List<ProcStat>();
+        if (ReadStat(rootPid) is not { IsZombie: false } root) return result;
+        result.Add(root);
+        var seen = new HashSet<int> { rootPid };
+        for (var i = 0; i < result.Count; i++)
+        {
+            foreach (var child in Children(result[i].Pid))
+            {
+                if (seen.Add(child) && ReadStat(child) is { IsZombie: false } stat) result.Add(stat);
+            }
+        }
+        return result;
+    }
+
+    private static IEnumerable<int> Children(int pid)
+    {
+        string[] tasks;
+        try
+        {
+            tasks = Directory.GetDirectories($"/proc/{pid}/task");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            yield break;
+        }
+        foreach (var task in tasks)
+        {
+            string text;
+            try
+            {
+                text = File.ReadAllText(Path.Combine(task, "children"));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            foreach (var part in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            {
+                if (int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var child)) yield return child;
+            }
+        }
+    }
 
     public static List<ProcStat> Tree(int rootPid, Dictionary<int, ProcStat> all)
     {

@@ -218,6 +218,7 @@ public sealed class InstanceManager(
         return Get(id);
     }
 
+    /// <summary>The instance with live figures from /proc (its tree only).</summary>
     public Instance Get(string id)
     {
         var tracked = Find(id);
@@ -233,12 +234,22 @@ public sealed class InstanceManager(
         return instance;
     }
 
-    public IEnumerable<Instance> List(string workload, Instance.Types.State state) =>
-        _instances.Values
+    /// <summary>Instances in id order, with live figures from /proc.</summary>
+    public List<Instance> List(string workload, Instance.Types.State state, string afterId, int limit)
+    {
+        var page = _instances.Values
             .Select(t => t.Instance)
             .Where(i => (workload.Length == 0 || i.Workload == workload) && (state == Instance.Types.State.Unspecified || i.State == state))
+            .Where(i => string.CompareOrdinal(i.Id, afterId) > 0)
             .OrderBy(i => i.Id, StringComparer.Ordinal)
-            .Select(i => Get(i.Id));
+            .Take(limit)
+            .ToList();
+        return page.Select(i => Get(i.Id)).ToList();
+    }
+
+    /// <summary>The output directories of the instances that still run (for log rotation; no /proc reads).</summary>
+    public List<string> RunningOutputDirectories() =>
+        _instances.Values.Where(t => t.Instance.State != Instance.Types.State.Exited).Select(t => t.Record.LogDirectory).ToList();
 
     public bool Exists(string id) => _instances.ContainsKey(id);
 

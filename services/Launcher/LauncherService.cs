@@ -46,7 +46,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
             }
         }
         var size = request.PageSize == 0 ? 100 : request.PageSize;
-        var page = instances.List(request.Workload, request.State).Where(i => string.CompareOrdinal(i.Id, after) > 0).Take(size + 1).ToList();
+        var page = instances.List(request.Workload, request.State, after, size + 1);
         var more = page.Count > size;
         if (more) page.RemoveAt(size);
         return Task.FromResult(new ListInstancesResponse

@@ -29,9 +29,8 @@ public sealed class LogRotator(InstanceManager instances, IOptions<LauncherOptio
     public int RotateAll()
     {
         var rotated = 0;
-        foreach (var instance in instances.List("", V1.Instance.Types.State.Running))
+        foreach (var directory in instances.RunningOutputDirectories())
         {
-            var (directory, _) = instances.Output(instance.Id);
             foreach (var name in new[] { "stdout.log", "stderr.log" })
             {
                 var path = Path.Combine(directory, name);

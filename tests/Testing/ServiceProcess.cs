@@ -61,7 +61,9 @@ public sealed class ServiceProcess : IAsyncDisposable
         foreach (var (key, value) in environment ?? new Dictionary<string, string>()) env[key] = value;
 
         var service = new ServiceProcess(grpc, http);
-        service._process = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", [assemblyPath], env, Path.GetDirectoryName(assemblyPath), StdioTarget.Pipe, StdioTarget.Pipe));
+        // A .dll runs on the dotnet host; anything else (a Native AOT build) runs as it is.
+        var (executable, args) = assemblyPath.EndsWith(".dll", StringComparison.Ordinal) ? ("dotnet", new[] { assemblyPath }) : (assemblyPath, []);
+        service._process = ChildReaper.Shared.Spawn(new SpawnRequest(executable, args, env, Path.GetDirectoryName(assemblyPath), StdioTarget.Pipe, StdioTarget.Pipe));
         service.Pump(service._process.StandardOutput!);
         service.Pump(service._process.StandardError!);
 
