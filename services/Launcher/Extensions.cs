@@ -17,6 +17,20 @@ public static class Extensions
         });
         builder.Services.AddSingleton<InstanceManager>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<InstanceManager>());
+        builder.Services.AddPlatformGrpcClient<Registry.V1.SessionRegistry.SessionRegistryClient>("registry");
+        builder.Services.AddSingleton<SessionSync>();
+        builder.Services.AddHostedService(sp =>
+        {
+            // Sessions follow instances: registered when one starts, ended when it exits.
+            var sync = sp.GetRequiredService<SessionSync>();
+            var manager = sp.GetRequiredService<InstanceManager>();
+            manager.RegisterBeforeStart = sync.TryRegisterNowAsync;
+            manager.Started += (instance, attributes) => sync.QueueRegister(instance, attributes);
+            manager.Ended += instance => sync.QueueEnd(instance, instance.HasExitCode ? $"exited with code {instance.ExitCode}" : instance.HasSignal ? $"ended by signal {instance.Signal}" : "exited");
+            return sync;
+        });
+        builder.Services.AddHealthChecks().Add(new Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckRegistration(
+            "sessions", sp => sp.GetRequiredService<SessionSync>(), Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Degraded, ["dependency"]));
         builder.Services.AddSingleton<LogRotator>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<LogRotator>());
         return builder;

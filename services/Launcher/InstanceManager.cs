@@ -19,7 +19,8 @@ public sealed record ResolvedLaunch(
     string Template,
     IReadOnlyDictionary<string, string> Labels,
     TimeSpan StopGrace,
-    string RequestId);
+    string RequestId,
+    IReadOnlyDictionary<string, string> SessionAttributes);
 
 /// <summary>
 /// The instances of this node: starts them (each in its own session, output to files), sees their exits at once
@@ -124,6 +125,8 @@ public sealed class InstanceManager(
             ["PLATFORM_NODE"] = _node,
         };
         if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
+        var sessionId = RegisterBeforeStart is { } register ? register(id, launch.Workload, _node, launch.Labels).GetAwaiter().GetResult() : null;
+        if (sessionId is not null) env["PLATFORM_SESSION_ID"] = sessionId;
         // The caller's trace context (the Launch call's span) continues in the child.
         if (Activity.Current is { } activity)
         {
@@ -155,6 +158,7 @@ public sealed class InstanceManager(
             StartTime = Timestamp.FromDateTimeOffset(time.GetUtcNow()),
             Labels = { launch.Labels.ToDictionary() },
             Template = launch.Template,
+            SessionId = sessionId ?? "",
         };
         var tracked = new Tracked(new InstanceRecord(instance, process.Identity, ProcFs.BootId, launch.StopGrace, logDirectory, launch.RequestId))
         {
@@ -163,6 +167,7 @@ public sealed class InstanceManager(
         _instances[id] = tracked;
         Save(tracked, instance);
         Publish(InstanceEvent.Types.Type.Started, instance);
+        Started?.Invoke(instance.Clone(), launch.SessionAttributes);
         _ = WatchExitAsync(tracked);
         return instance.Clone();
     }
@@ -188,6 +193,7 @@ public sealed class InstanceManager(
         instance.RssBytes = 0;
         Save(tracked, instance);
         Publish(InstanceEvent.Types.Type.Exited, instance);
+        Ended?.Invoke(instance.Clone());
         tracked.Exited.TrySetResult();
     }
 
@@ -252,6 +258,32 @@ public sealed class InstanceManager(
         _instances.Values.Where(t => t.Instance.State != Instance.Types.State.Exited).Select(t => t.Record.LogDirectory).ToList();
 
     public bool Exists(string id) => _instances.ContainsKey(id);
+
+    /// <summary>Registers a session before a start, when the registry is reachable (set by the wiring).</summary>
+    public Func<string, string, string, IReadOnlyDictionary<string, string>, Task<string?>>? RegisterBeforeStart { get; set; }
+
+    /// <summary>Raised after an instance started (registration of its session is queued here).</summary>
+    public event Action<Instance, IReadOnlyDictionary<string, string>>? Started;
+
+    /// <summary>Raised after an instance exited.</summary>
+    public event Action<Instance>? Ended;
+
+    /// <summary>Records the registry session of an instance.</summary>
+    public void SetSession(string id, string sessionId)
+    {
+        if (!_instances.TryGetValue(id, out var tracked)) return;
+        var instance = tracked.Instance.Clone();
+        instance.SessionId = sessionId;
+        Save(tracked, instance);
+    }
+
+    public string? SessionOf(string id) => _instances.TryGetValue(id, out var tracked) ? tracked.Instance.SessionId : null;
+
+    /// <summary>Session id to instance, for the running instances that have a session.</summary>
+    public Dictionary<string, Instance> RunningSessions() =>
+        _instances.Values.Select(t => t.Instance)
+            .Where(i => i.State != Instance.Types.State.Exited && i.SessionId.Length > 0)
+            .ToDictionary(i => i.SessionId, i => i);
 
     /// <summary>Where an instance's output is, and whether it still runs.</summary>
     public (string Directory, Task Exited) Output(string id)

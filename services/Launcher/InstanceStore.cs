@@ -32,6 +32,8 @@ public sealed class InstanceStore : IDisposable
                 id TEXT PRIMARY KEY, state INTEGER NOT NULL, data BLOB NOT NULL, pid INTEGER NOT NULL,
                 start_ticks INTEGER NOT NULL, boot_id TEXT NOT NULL, grace_ms INTEGER NOT NULL, log_dir TEXT NOT NULL,
                 request_id TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS session_outbox (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL);
             """;
         command.ExecuteNonQuery();
     }
@@ -78,6 +80,55 @@ public sealed class InstanceStore : IDisposable
                     reader.GetString(6)));
             }
             return records;
+        }
+    }
+
+    /// <summary>Queues a registry call durably (replayed in order by <see cref="SessionSync"/>).</summary>
+    public void Enqueue(string instanceId, string kind, byte[] payload)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "INSERT INTO session_outbox (instance_id, kind, payload) VALUES ($id, $kind, $payload)";
+            command.Parameters.AddWithValue("$id", instanceId);
+            command.Parameters.AddWithValue("$kind", kind);
+            command.Parameters.AddWithValue("$payload", payload);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    public List<(long Seq, string InstanceId, string Kind, byte[] Payload)> Outbox(int limit)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "SELECT seq, instance_id, kind, payload FROM session_outbox ORDER BY seq LIMIT $limit";
+            command.Parameters.AddWithValue("$limit", limit);
+            using var reader = command.ExecuteReader();
+            var items = new List<(long, string, string, byte[])>();
+            while (reader.Read()) items.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2), (byte[])reader[3]));
+            return items;
+        }
+    }
+
+    public void Dequeue(long seq)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "DELETE FROM session_outbox WHERE seq = $seq";
+            command.Parameters.AddWithValue("$seq", seq);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    public int OutboxCount()
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "SELECT COUNT(*) FROM session_outbox";
+            return Convert.ToInt32(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
         }
     }
 

@@ -79,7 +79,7 @@ public static partial class LaunchValidation
 
         var path = ResolveExecutable(executable, env);
         var workload = request.Workload.Length > 0 ? request.Workload : template.Length > 0 ? template : Path.GetFileName(path);
-        return new ResolvedLaunch(path, args, env, workingDirectory, workload, template, request.Labels, grace, request.RequestId);
+        return new ResolvedLaunch(path, args, env, workingDirectory, workload, template, request.Labels, grace, request.RequestId, request.SessionAttributes);
     }
 
     /// <summary>The executable's path: NOT_FOUND when it does not exist, PERMISSION_DENIED when it cannot be run.</summary>

@@ -31,11 +31,11 @@ public sealed class InProcessService : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<InProcessService> StartAsync(string contentRoot, Action<WebApplicationBuilder> configure, Action<WebApplication> map)
+    public static async Task<InProcessService> StartAsync(string contentRoot, Action<WebApplicationBuilder> configure, Action<WebApplication> map, int port = 0)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = contentRoot, EnvironmentName = "Development" });
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http2));
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, port, o => o.Protocols = HttpProtocols.Http2));
         builder.AddServiceDefaults();
         configure(builder);
         var app = builder.Build();
