@@ -20,7 +20,9 @@ public sealed record ResolvedLaunch(
     IReadOnlyDictionary<string, string> Labels,
     TimeSpan StopGrace,
     string RequestId,
-    IReadOnlyDictionary<string, string> SessionAttributes);
+    IReadOnlyDictionary<string, string> SessionAttributes,
+    string? TraceParent = null,
+    string? TraceState = null);
 
 /// <summary>
 /// The instances of this node: starts them (each in its own session, output to files), sees their exits at once
@@ -57,6 +59,8 @@ public sealed class InstanceManager(
     /// <summary>Re-adopts the children of a previous run that still run; records the others as exited.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        // Become the child subreaper (and start reaping) now, before the first launch.
+        _ = ChildReaper.Shared;
         foreach (var record in store.LoadAll())
         {
             var tracked = new Tracked(record);
@@ -127,11 +131,18 @@ public sealed class InstanceManager(
         if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
         var sessionId = RegisterBeforeStart is { } register ? register(id, launch.Workload, _node, launch.Labels).GetAwaiter().GetResult() : null;
         if (sessionId is not null) env["PLATFORM_SESSION_ID"] = sessionId;
-        // The caller's trace context (the Launch call's span) continues in the child.
-        if (Activity.Current is { } activity)
+        // The caller's trace continues in the child: under the Launch call's server span when that span is in the
+        // caller's trace, else directly under the caller's own context (as the request carried it).
+        if (Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity &&
+            (launch.TraceParent is null || launch.TraceParent.Contains(activity.TraceId.ToHexString(), StringComparison.Ordinal)))
         {
             env["TRACEPARENT"] = activity.Id!;
-            if (activity.TraceStateString is { } state) env["TRACESTATE"] = state;
+            if ((activity.TraceStateString ?? launch.TraceState) is { } state) env["TRACESTATE"] = state;
+        }
+        else if (launch.TraceParent is not null)
+        {
+            env["TRACEPARENT"] = launch.TraceParent;
+            if (launch.TraceState is not null) env["TRACESTATE"] = launch.TraceState;
         }
 
         SpawnedProcess process;

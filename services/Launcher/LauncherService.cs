@@ -13,7 +13,11 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
     private static readonly TimeSpan FollowInterval = TimeSpan.FromMilliseconds(50);
 
     public override Task<Instance> Launch(LaunchRequest request, ServerCallContext context) =>
-        instances.LaunchAsync(LaunchValidation.Resolve(request, options.CurrentValue));
+        instances.LaunchAsync(LaunchValidation.Resolve(request, options.CurrentValue) with
+        {
+            TraceParent = context.RequestHeaders.GetValue("traceparent"),
+            TraceState = context.RequestHeaders.GetValue("tracestate"),
+        });
 
     public override Task<Instance> StopInstance(StopInstanceRequest request, ServerCallContext context)
     {

@@ -138,3 +138,26 @@ public class LogRotationTests : LauncherTestBase
         Assert.True(int.Parse(fresh[^1][5..]) > int.Parse(lastRotated[5..]));
     }
 }
+
+public class TraceContextTests : LauncherTestBase
+{
+    [Fact]
+    public async Task The_child_continues_the_callers_trace_and_knows_its_instance()
+    {
+        const string traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+        // The caller's current span: its gRPC client propagates it as traceparent/tracestate.
+        using var caller = new System.Diagnostics.Activity("caller").SetParentId($"00-{traceId}-00f067aa0ba902b7-01");
+        caller.TraceStateString = "vendor=value";
+        caller.Start();
+
+        var instance = await Client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "traced" });
+        caller.Stop();
+
+        var environ = (await File.ReadAllTextAsync($"/proc/{instance.Pid}/environ")).Split('\0');
+        var traceparent = Assert.Single(environ, e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
+        Assert.Matches($"^TRACEPARENT=00-{traceId}-[0-9a-f]{{16}}-01$", traceparent);
+        Assert.Contains("TRACESTATE=vendor=value", environ);
+        Assert.Contains($"PLATFORM_INSTANCE_ID={instance.Id}", environ);
+        Assert.Contains("PLATFORM_WORKLOAD=traced", environ);
+    }
+}
