@@ -47,6 +47,7 @@ public sealed class DistributedApplication
         {
             StateDirectory = Path.GetFullPath(stateDirectory),
             Color = !Console.IsOutputRedirected && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("NO_COLOR")),
+            StopAdoptedOrphans = true,
         };
         return new DistributedApplicationBuilder(args, options, appHost);
     }

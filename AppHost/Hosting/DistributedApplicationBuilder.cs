@@ -66,6 +66,12 @@ public sealed record AppHostOptions
     /// <summary>Where resource output and the engine's messages go.</summary>
     public TextWriter Output { get; init; } = Console.Out;
 
+    /// <summary>
+    /// At shutdown, also stop every remaining child of this process (orphans adopted from resources). Only for the
+    /// AppHost process itself, where every child is the platform's.
+    /// </summary>
+    public bool StopAdoptedOrphans { get; init; }
+
     /// <summary>Time to wait for stopping resources at shutdown before the host gives up.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
 }

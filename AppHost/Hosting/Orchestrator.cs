@@ -93,12 +93,30 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
         }
 
         await Task.WhenAll(_loops).WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Default);
+        if (_options.StopAdoptedOrphans) await StopAdoptedOrphansAsync();
         foreach (var name in _snapshots.Keys)
         {
             Update(name, s => s.State is ResourceState.Finished or ResourceState.FailedToStart or ResourceState.Exited
                 ? s : s with { State = ResourceState.Finished, Pid = null, Health = ResourceHealth.Unknown });
         }
         _reporter.Info("stopped");
+    }
+
+    /// <summary>
+    /// The AppHost is a child subreaper: whatever a resource left behind when it died (a launcher's agents after the
+    /// launcher was SIGKILLed and restarted, a double-forked daemon) became the AppHost's own child. With every
+    /// resource stopped, those are the only children left: stop their trees too, so nothing of the platform stays.
+    /// </summary>
+    private async Task StopAdoptedOrphansAsync()
+    {
+        var self = Environment.ProcessId;
+        var orphans = Platform.ProcessControl.ProcFs.All().Values
+            .Where(p => p.ParentPid == self)
+            .Select(p => new Platform.ProcessControl.ProcessIdentity(p.Pid, p.StartTime))
+            .ToList();
+        if (orphans.Count == 0) return;
+        var results = await Task.WhenAll(orphans.Select(o => Platform.ProcessControl.ProcessTree.StopAsync(o, TimeSpan.FromSeconds(5))));
+        _reporter.Info($"stopped {orphans.Count} process tree(s) left behind by resources ({results.Sum(r => r.Killed)} killed after the grace)");
     }
 
     /// <summary>Waits until the snapshots satisfy <paramref name="condition"/> (tests and tools).</summary>

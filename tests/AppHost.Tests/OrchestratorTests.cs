@@ -20,6 +20,7 @@ public sealed class OrchestratorTests : IDisposable
             Output = TextWriter.Synchronized(_output),
             Color = false,
             MaxFailedStarts = maxFailedStarts,
+            StopAdoptedOrphans = false, // this test process has children of other tests
             Backoff = new RestartBackoff(TimeSpan.FromMilliseconds(50), 2, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(30)),
         };
         var orchestrator = new Orchestrator(builder.Build().Model, options, message => { lock (_fatal) _fatal.Add(message); });
@@ -164,7 +165,7 @@ public sealed class OrchestratorTests : IDisposable
         var builder = NewBuilder();
         builder.AddExecutable("broken", "/nonexistent/agent", _dir);
         var app = builder.Build();
-        var options = app.Options with { StateDirectory = Path.Combine(_dir, "state"), Output = TextWriter.Synchronized(_output) };
+        var options = app.Options with { StateDirectory = Path.Combine(_dir, "state"), Output = TextWriter.Synchronized(_output), StopAdoptedOrphans = false };
 
         var code = await new DistributedApplication(app.Model, options).RunAsync().WaitAsync(Timeout);
 

@@ -59,6 +59,17 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         }
         Assert.Contains("registry: exited unexpectedly with signal 9", _appHost.Output);
 
+        // The launcher SIGKILLed while its agent runs: restarted, it re-adopts the agent (which now hangs off the
+        // AppHost, a subreaper), and the AppHost's stop must still leave nothing behind.
+        AppHostProcess.Signal(after["launcher"].Pid!.Value, AppHostProcess.SIGKILL);
+        after = await _appHost.WaitForStateAsync(s => s["launcher"].Restarts == 1 && s["launcher"].IsUp, StartTimeout);
+        using (var channel = GrpcChannel.ForAddress(after["launcher"].GrpcUrl))
+        {
+            var adopted = await new Launcher.V1.Launcher.LauncherClient(channel).GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = agent.Id });
+            Assert.True(adopted.Adopted);
+            Assert.Equal(Launcher.V1.Instance.Types.State.Running, adopted.State);
+        }
+
         // Stop: SIGTERM to the AppHost; exit code 0 and no process of the platform left.
         var pids = after.Resources.Select(r => r.Pid!.Value).ToList();
         Assert.Equal(4, AppHostProcess.PlatformProcesses(_stateDirectory).Count);
