@@ -43,11 +43,12 @@ public sealed class SessionSync(
                 Labels = { labels.ToDictionary() },
                 Ttl = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(SessionTtl),
                 RequestId = $"launcher:{instanceId}:before-start",
-            }, deadline: DateTime.UtcNow + TimeSpan.FromMilliseconds(500));
+            }, deadline: DateTime.UtcNow + CallDeadline);
             return session.Id;
         }
         catch (Exception e) when (e is RpcException or InvalidOperationException)
         {
+            logger.LogWarning("Could not register the session of instance {Id} before its start ({Error}); it is queued", instanceId, Describe(e));
             _lastError = Describe(e);
             _wake.Release();
             return null;

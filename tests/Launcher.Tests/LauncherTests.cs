@@ -153,7 +153,7 @@ public class TraceContextTests : LauncherTestBase
         var instance = await Client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "traced" });
         caller.Stop();
 
-        var environ = (await File.ReadAllTextAsync($"/proc/{instance.Pid}/environ")).Split('\0');
+        var environ = await EnvironmentOfAsync(instance.Pid);
         var traceparent = Assert.Single(environ, e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
         Assert.Matches($"^TRACEPARENT=00-{traceId}-[0-9a-f]{{16}}-01$", traceparent);
         Assert.Contains("TRACESTATE=vendor=value", environ);

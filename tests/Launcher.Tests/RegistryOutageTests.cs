@@ -73,9 +73,9 @@ public sealed class RegistryOutageTests : IAsyncLifetime
         // Back to normal: the session exists before the child starts (PLATFORM_SESSION_ID), and ends with it.
         var second = await _client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "outage" });
         Assert.NotEqual("", second.SessionId);
-        var environ = await File.ReadAllTextAsync($"/proc/{second.Pid}/environ");
-        Assert.Contains($"PLATFORM_SESSION_ID={second.SessionId}\0", environ);
-        Assert.Contains($"PLATFORM_INSTANCE_ID={second.Id}\0", environ);
+        var environ = await LauncherTestBase.EnvironmentOfAsync(second.Pid);
+        Assert.Contains($"PLATFORM_SESSION_ID={second.SessionId}", environ);
+        Assert.Contains($"PLATFORM_INSTANCE_ID={second.Id}", environ);
 
         await _client.StopInstanceAsync(new StopInstanceRequest { Id = first.Id });
         var ended = await EventuallyAsync(() => registry.GetSessionAsync(new GetSessionRequest { Id = replayed.SessionId }).ResponseAsync,
