@@ -95,12 +95,9 @@ public sealed unsafe class ChildReaper : IDisposable
     {
         if (becomeSubreaper && Native.prctl(Native.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
             throw new InvalidOperationException($"prctl(PR_SET_CHILD_SUBREAPER) failed: {Native.Error(Marshal.GetLastPInvokeError())}");
-        IsSubreaper = becomeSubreaper;
         _thread = new Thread(Reap) { IsBackground = true, Name = "child reaper" };
         _thread.Start();
     }
-
-    public bool IsSubreaper { get; }
 
     /// <summary>Children started here whose exit has not been seen yet.</summary>
     public int Running

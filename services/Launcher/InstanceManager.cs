@@ -268,8 +268,6 @@ public sealed class InstanceManager(
     public List<string> RunningOutputDirectories() =>
         _instances.Values.Where(t => t.Instance.State != Instance.Types.State.Exited).Select(t => t.Record.LogDirectory).ToList();
 
-    public bool Exists(string id) => _instances.ContainsKey(id);
-
     /// <summary>Registers a session before a start, when the registry is reachable (set by the wiring).</summary>
     public Func<string, string, string, IReadOnlyDictionary<string, string>, Task<string?>>? RegisterBeforeStart { get; set; }
 

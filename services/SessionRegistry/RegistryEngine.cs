@@ -31,8 +31,6 @@ public sealed class RegistryEngine(
 
     public WatchHub Hub { get; } = new(options.Value.WatchHistory, options.Value.WatchBuffer);
 
-    public TimeSpan DefaultTtl => _options.DefaultTtl;
-
     /// <summary>Writes committed since start (for the idle memory trim).</summary>
     public long CommittedWrites => Interlocked.Read(ref _committedWrites);
 

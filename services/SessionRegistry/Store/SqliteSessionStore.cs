@@ -29,7 +29,6 @@ public sealed class SqliteSessionStore : ISessionStore
             Pooling = true,
             DefaultTimeout = 30,
         }.ToString();
-        DatabasePath = path;
         _writer = new SqliteConnection(_connectionString);
         _writer.Open();
         Execute(_writer, """
@@ -67,8 +66,6 @@ public sealed class SqliteSessionStore : ISessionStore
         command.Prepare();
         return command;
     }
-
-    public string DatabasePath { get; }
 
     private SqliteConnection OpenReader()
     {
