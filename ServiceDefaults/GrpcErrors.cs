@@ -45,6 +45,9 @@ public sealed class Violations
     public void Add(string field, string description) =>
         _violations.Add(new BadRequest.Types.FieldViolation { Field = field, Description = description });
 
+    /// <summary>"field: description; field: description".</summary>
+    public override string ToString() => string.Join("; ", _violations.Select(v => $"{v.Field}: {v.Description}"));
+
     public void ThrowIfAny()
     {
         if (Any) throw GrpcErrors.InvalidArgument(_violations);

@@ -28,11 +28,18 @@ public sealed record SpawnRequest(
     IReadOnlyDictionary<string, string> Environment,
     string? WorkingDirectory = null,
     StdioTarget? Stdout = null,
-    StdioTarget? Stderr = null);
+    StdioTarget? Stderr = null)
+{
+    /// <summary>Give the child a pipe as stdin (<see cref="SpawnedProcess.StandardInput"/>); /dev/null otherwise.</summary>
+    public bool StdinPipe { get; init; }
+}
 
 /// <summary>A process this reaper started.</summary>
-public sealed class SpawnedProcess(ProcessIdentity identity, Task<ExitStatus> exited, Stream? stdout, Stream? stderr)
+public sealed class SpawnedProcess(ProcessIdentity identity, Task<ExitStatus> exited, Stream? stdout, Stream? stderr, Stream? stdin = null)
 {
+    /// <summary>The write end of the stdin pipe, when <see cref="SpawnRequest.StdinPipe"/> was set.</summary>
+    public Stream? StandardInput { get; } = stdin;
+
     public ProcessIdentity Identity { get; } = identity;
 
     public int Pid => Identity.Pid;
@@ -114,6 +121,7 @@ public sealed unsafe class ChildReaper : IDisposable
         var executable = Resolve(request.Executable, request.Environment);
         var stdoutPipe = new int[] { -1, -1 };
         var stderrPipe = new int[] { -1, -1 };
+        var stdinPipe = new int[] { -1, -1 };
         var allocations = new List<nint>();
         var attr = NativeMemory.AllocZeroed(Native.SpawnAttrSize);
         var actions = NativeMemory.AllocZeroed(Native.FileActionsSize);
@@ -148,7 +156,16 @@ public sealed unsafe class ChildReaper : IDisposable
             Native.sigdelset(sigset, 19); // SIGSTOP
             Check(Native.posix_spawnattr_setsigdefault(attr, sigset), "setsigdefault");
 
-            Check(Native.posix_spawn_file_actions_addopen(actions, 0, Utf8("/dev/null"), Native.O_RDONLY, 0), "stdin");
+            if (request.StdinPipe)
+            {
+                fixed (int* fds = stdinPipe)
+                {
+                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0)
+                        throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
+                }
+                Check(Native.posix_spawn_file_actions_adddup2(actions, stdinPipe[0], 0), "stdin pipe");
+            }
+            else Check(Native.posix_spawn_file_actions_addopen(actions, 0, Utf8("/dev/null"), Native.O_RDONLY, 0), "stdin");
             AddStdio(actions, 1, request.Stdout ?? StdioTarget.Null, stdoutPipe, Utf8);
             AddStdio(actions, 2, request.Stderr ?? StdioTarget.Null, stderrPipe, Utf8);
             if (request.WorkingDirectory is { } cwd)
@@ -172,12 +189,13 @@ public sealed unsafe class ChildReaper : IDisposable
             _childAdded.Set();
 
             var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
-            return new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe));
+            return new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe), WriteEnd(stdinPipe));
         }
         catch
         {
             CloseBoth(stdoutPipe);
             CloseBoth(stderrPipe);
+            CloseBoth(stdinPipe);
             throw;
         }
         finally
@@ -185,6 +203,7 @@ public sealed unsafe class ChildReaper : IDisposable
             // The parent's copies of the pipes' write ends: only the child holds them now.
             if (stdoutPipe[1] >= 0) Native.close(stdoutPipe[1]);
             if (stderrPipe[1] >= 0) Native.close(stderrPipe[1]);
+            if (stdinPipe[0] >= 0) Native.close(stdinPipe[0]);
             Native.posix_spawn_file_actions_destroy(actions);
             Native.posix_spawnattr_destroy(attr);
             NativeMemory.Free(attr);
@@ -220,6 +239,14 @@ public sealed unsafe class ChildReaper : IDisposable
         var handle = new SafeFileHandle(pipe[0], ownsHandle: true);
         pipe[0] = -1;
         return new FileStream(handle, FileAccess.Read, bufferSize: 0);
+    }
+
+    private static Stream? WriteEnd(int[] pipe)
+    {
+        if (pipe[1] < 0) return null;
+        var handle = new SafeFileHandle(pipe[1], ownsHandle: true);
+        pipe[1] = -1;
+        return new FileStream(handle, FileAccess.Write, bufferSize: 0);
     }
 
     private static void CloseBoth(int[] pipe)

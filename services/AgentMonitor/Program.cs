@@ -9,6 +9,6 @@ builder.AddAgentMonitor();
 var app = builder.Build();
 
 app.MapDefaultEndpoints();
-app.MapGrpcService<AgentMonitorService>();
+app.MapAgentMonitor();
 
 app.Run();

@@ -37,18 +37,10 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
     public override Task<ListInstancesResponse> ListInstances(ListInstancesRequest request, ServerCallContext context)
     {
         if (request.PageSize < 0 || request.PageSize > 1000) throw GrpcErrors.InvalidArgument("page_size", "must be between 0 and 1000");
+        var filters = $"{request.Workload}\n{(int)request.State}";
         var after = "";
-        if (request.PageToken.Length > 0)
-        {
-            try
-            {
-                after = Encoding.UTF8.GetString(Convert.FromBase64String(request.PageToken));
-            }
-            catch (FormatException)
-            {
-                throw GrpcErrors.InvalidArgument("page_token", "is not a token from a previous ListInstances call");
-            }
-        }
+        if (request.PageToken.Length > 0 && !PageToken.TryRead(request.PageToken, filters, out after, out var tokenError))
+            throw GrpcErrors.InvalidArgument("page_token", tokenError!);
         var size = request.PageSize == 0 ? 100 : request.PageSize;
         var page = instances.List(request.Workload, request.State, after, size + 1);
         var more = page.Count > size;
@@ -56,7 +48,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
         return Task.FromResult(new ListInstancesResponse
         {
             Instances = { page },
-            NextPageToken = more ? Convert.ToBase64String(Encoding.UTF8.GetBytes(page[^1].Id)) : "",
+            NextPageToken = more ? PageToken.Write(page[^1].Id, filters) : "",
         });
     }
 

@@ -85,38 +85,3 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
             await responseStream.WriteAsync(sessionEvent, context.CancellationToken);
     }
 }
-
-/// <summary>
-/// Opaque page tokens: the last id of the page and the filters they were issued for (a token used with other
-/// filters is refused rather than silently giving a wrong page).
-/// </summary>
-public static class PageToken
-{
-    public static string Write(string lastId, string filters) =>
-        Convert.ToBase64String(Encoding.UTF8.GetBytes($"v1\n{lastId}\n{filters}")).TrimEnd('=').Replace('+', '-').Replace('/', '_');
-
-    public static bool TryRead(string token, string filters, out string lastId, out string? error)
-    {
-        lastId = "";
-        error = "is not a token from a previous ListSessions call";
-        try
-        {
-            var base64 = token.Replace('-', '+').Replace('_', '/');
-            base64 = base64.PadRight(base64.Length + (4 - base64.Length % 4) % 4, '=');
-            var parts = Encoding.UTF8.GetString(Convert.FromBase64String(base64)).Split('\n', 3);
-            if (parts.Length != 3 || parts[0] != "v1" || !Validation.IsId(parts[1])) return false;
-            if (parts[2] != filters)
-            {
-                error = "was issued for other filters (workload, state, label_selector must stay the same while paging)";
-                return false;
-            }
-            lastId = parts[1];
-            error = null;
-            return true;
-        }
-        catch (FormatException)
-        {
-            return false;
-        }
-    }
-}

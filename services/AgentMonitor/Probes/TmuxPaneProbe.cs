@@ -1,0 +1,77 @@
+namespace Platform.AgentMonitor.Probes;
+
+/// <summary>
+/// A tmux pane over its server's control-mode connection: the pane must exist and not be dead; its %output is
+/// activity (seen as it happens); with patterns, the pane's visible content is captured over the same connection.
+/// </summary>
+internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, int patternLines) : IProbe
+{
+    private string? _paneId;
+    private DateTimeOffset _watchedSince;
+
+    public async Task<ProbeResult> RunAsync(CancellationToken cancellationToken)
+    {
+        var probe = context.Spec.Target.TmuxPane;
+        var server = probe.SocketPath.Length > 0 ? probe.SocketPath : "the default tmux server";
+        TmuxConnection tmux;
+        try
+        {
+            tmux = await servers.GetAsync(probe.SocketPath, cancellationToken);
+        }
+        catch (TmuxException e)
+        {
+            return e.ServerMissing ? ProbeResult.Failed($"no tmux server at {server}: {e.Message}") : ProbeResult.Unknown(e.Message);
+        }
+
+        List<string> pane;
+        try
+        {
+            pane = await tmux.CommandAsync($"display-message -p -t '{probe.Target}' '#{{pane_id}} #{{window_id}} #{{pane_dead}} #{{pane_current_command}}'", cancellationToken);
+        }
+        catch (TmuxException e)
+        {
+            return ProbeResult.Failed(e.ServerMissing ? $"tmux server at {server} is gone" : $"pane {probe.Target}: {e.Message}");
+        }
+        var fields = pane.Count > 0 ? pane[0].Split(' ', 4) : [];
+        if (fields.Length < 3 || !fields[0].StartsWith('%')) return ProbeResult.Failed($"tmux has no pane {probe.Target}");
+        var now = context.Time.GetUtcNow();
+        if (_paneId != fields[0])
+        {
+            _paneId = fields[0];
+            _watchedSince = now;
+        }
+        if (fields[2] == "1") return ProbeResult.Failed($"pane {probe.Target} is dead (its program exited)");
+        try
+        {
+            await tmux.EnsureLinkedAsync(fields[1], cancellationToken);
+        }
+        catch (TmuxException e)
+        {
+            return ProbeResult.Unknown($"cannot watch pane {probe.Target}: {e.Message}");
+        }
+
+        var lastOutput = tmux.LastOutput(_paneId);
+        var lastActivity = lastOutput > 0 ? new DateTimeOffset(lastOutput, TimeSpan.Zero) : _watchedSince;
+        if (lastActivity < _watchedSince) lastActivity = _watchedSince;
+        List<string> lines = [];
+        if (context.Spec.UnhealthyPatterns.Length + context.Spec.IdlePatterns.Length > 0)
+        {
+            try
+            {
+                lines = Patterns.LastLines(string.Join('\n', await tmux.CommandAsync($"capture-pane -p -J -t '{_paneId}'", cancellationToken)), patternLines);
+            }
+            catch (TmuxException e)
+            {
+                return ProbeResult.Failed($"pane {probe.Target}: {e.Message}");
+            }
+        }
+        var result = Patterns.Classify(context.Spec, lines, lastActivity,
+            $"pane {probe.Target} ({_paneId}) running {(fields.Length > 3 ? fields[3] : "?")}");
+        // A quiet pane that prints again is seen at once, not at the next interval.
+        if (result.Outcome == ProbeOutcome.Alive && now - lastActivity >= context.Spec.IdleAfter)
+            tmux.NotifyOnNextOutput(_paneId, context.ProbeNow);
+        return result;
+    }
+
+    public void Dispose() { }
+}

@@ -1,0 +1,142 @@
+using Google.Protobuf;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using Platform.Monitor.V1;
+using Platform.Registry.V1;
+using Platform.ServiceDefaults;
+
+namespace Platform.AgentMonitor;
+
+/// <summary>
+/// Targets from registry sessions: an ACTIVE session whose attribute <see cref="MonitorOptions.ProbeAttribute"/> holds
+/// a target in protobuf JSON (<c>{"process":{}}</c>, <c>{"tmuxPane":{"target":"agents:0.1"},"interval":"5s"}</c>) is
+/// probed as target <c>session/&lt;id&gt;</c> of the session's workload; a process probe without a pid takes the
+/// session's pid, a registry_heartbeat probe without a session id takes the session. A session that ends or
+/// expires drops its target. Lists, then watches from the list's revision (no gap); relists after any break.
+/// </summary>
+public sealed class RegistryDiscovery(
+    SessionRegistry.SessionRegistryClient registry,
+    MonitorEngine engine,
+    IOptions<MonitorOptions> options,
+    TimeProvider time,
+    ILogger<RegistryDiscovery> logger) : BackgroundService
+{
+    public const string IdPrefix = "session/";
+    private static readonly JsonParser Json = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(false));
+    private readonly Dictionary<string, string> _rejected = [];
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (!options.Value.DiscoverFromRegistry) return;
+        var backoff = TimeSpan.FromSeconds(1);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                var revision = await ListAsync(stoppingToken);
+                backoff = TimeSpan.FromSeconds(1);
+                using var watch = registry.WatchSessions(new WatchSessionsRequest { FromRevision = revision }, cancellationToken: stoppingToken);
+                await foreach (var change in watch.ResponseStream.ReadAllAsync(stoppingToken))
+                    Apply(change.Session);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException e)
+            {
+                if (e.StatusCode is StatusCode.OutOfRange or StatusCode.ResourceExhausted) continue; // relist at once
+                logger.LogDebug("Registry watch broke ({Status}); relisting in {Backoff}", e.StatusCode, backoff);
+                try
+                {
+                    await Task.Delay(backoff, time, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
+            }
+        }
+    }
+
+    private async Task<long> ListAsync(CancellationToken cancellationToken)
+    {
+        var live = new HashSet<string>(StringComparer.Ordinal);
+        long revision = 0;
+        var token = "";
+        do
+        {
+            var page = await registry.ListSessionsAsync(new ListSessionsRequest { State = Session.Types.State.Active, PageSize = 1000, PageToken = token },
+                deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: cancellationToken);
+            if (revision == 0) revision = page.Revision;
+            foreach (var session in page.Sessions)
+            {
+                live.Add(IdPrefix + session.Id);
+                Apply(session);
+            }
+            token = page.NextPageToken;
+        } while (token.Length > 0);
+        foreach (var id in engine.TargetIds(t => t.SessionId.Length > 0 && t.Id.StartsWith(IdPrefix, StringComparison.Ordinal)))
+            if (!live.Contains(id)) engine.Remove(id);
+        return revision;
+    }
+
+    /// <summary>Adds, updates or drops the target of one session.</summary>
+    public void Apply(Session session)
+    {
+        var id = IdPrefix + session.Id;
+        if (session.State != Session.Types.State.Active || !session.Attributes.TryGetValue(options.Value.ProbeAttribute, out var json))
+        {
+            engine.Remove(id);
+            _rejected.Remove(id);
+            return;
+        }
+        var target = Parse(session, json, out var error);
+        var v = new Violations();
+        var spec = target is null ? null : TargetValidation.Validate(target, options.Value, v, prefix: "");
+        if (spec is null)
+        {
+            error ??= v.ToString();
+            if (!_rejected.TryGetValue(id, out var said) || said != error)
+                logger.LogWarning("Session {Session} ({Workload}) has a probe spec the monitor cannot use: {Error}", session.Id, session.Workload, error);
+            _rejected[id] = error;
+            engine.Remove(id);
+            return;
+        }
+        _rejected.Remove(id);
+        engine.Upsert(spec);
+    }
+
+    private Target? Parse(Session session, string json, out string? error)
+    {
+        error = null;
+        Target target;
+        try
+        {
+            target = Json.Parse<Target>(json);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            error = $"attribute {options.Value.ProbeAttribute} is not a target in protobuf JSON: {e.Message}";
+            return null;
+        }
+        catch (InvalidJsonException e)
+        {
+            error = $"attribute {options.Value.ProbeAttribute} is not JSON: {e.Message}";
+            return null;
+        }
+        target.Id = IdPrefix + session.Id;
+        target.SessionId = session.Id;
+        if (target.Workload.Length == 0) target.Workload = session.Workload;
+        foreach (var (key, value) in session.Labels) target.Labels.TryAdd(key, value);
+        if (target.ProbeCase == Target.ProbeOneofCase.Process && target.Process.Pid == 0) target.Process.Pid = session.Pid;
+        if (target.ProbeCase == Target.ProbeOneofCase.RegistryHeartbeat && target.RegistryHeartbeat.SessionId.Length == 0)
+            target.RegistryHeartbeat.SessionId = session.Id;
+        return target;
+    }
+}
