@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
+# Debian packages the tests drive for real (the AgentMonitor's tmux probes).
+if ! command -v tmux >/dev/null; then
+  echo "installing tmux (apt-get)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux) >/dev/null 2>&1 || echo "could not install tmux"
+fi
+
 if ! dotnet build Platform.sln -nologo -v quiet -clp:ErrorsOnly; then
   echo "build failed"
   echo "0 passed, 1 failed, 0 skipped"

@@ -31,12 +31,13 @@ public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, 
         var probe = spec.Target.TmuxPane;
         var server = probe.SocketPath.Length > 0 ? $"at {probe.SocketPath}" : "(default socket)";
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(spec.Timeout);
+        // Once per AddTarget, and the first call may start the server's control connection: at least 5 s.
+        var limit = TimeSpan.FromSeconds(Math.Max(5, spec.Timeout.TotalSeconds));
+        timeout.CancelAfter(limit);
         try
         {
-            var connection = await tmux.GetAsync(probe.SocketPath, timeout.Token);
-            var lines = await connection.CommandAsync($"display-message -p -t '{probe.Target}' '#{{pane_id}}'", timeout.Token);
-            if (lines.Count == 0 || !lines[0].StartsWith('%'))
+            var connection = await tmux.GetAsync(probe.SocketPath, timeout.Token, retryNow: true);
+            if (await connection.ResolvePaneAsync(probe.Target, timeout.Token) is null)
                 throw GrpcErrors.Status(StatusCode.FailedPrecondition, $"the tmux server {server} has no pane '{probe.Target}'");
         }
         catch (TmuxException e) when (e.ServerMissing)
@@ -49,7 +50,7 @@ public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, 
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw GrpcErrors.Status(StatusCode.DeadlineExceeded, $"tmux {server} did not answer within {spec.Timeout.TotalSeconds:0.###}s");
+            throw GrpcErrors.Status(StatusCode.DeadlineExceeded, $"tmux {server} did not answer within {limit.TotalSeconds:0.###}s");
         }
     }
 

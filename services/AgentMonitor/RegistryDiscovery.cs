@@ -24,6 +24,10 @@ public sealed class RegistryDiscovery(
     public const string IdPrefix = "session/";
     private static readonly JsonParser Json = new(JsonParser.Settings.Default.WithIgnoreUnknownFields(false));
     private readonly Dictionary<string, string> _rejected = [];
+    // Session id -> revision applied last: an older view of a session (a list racing a watch) never undoes a newer one.
+    private readonly Dictionary<string, long> _applied = [];
+    private readonly Lock _lock = new();
+    private bool _listing;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -36,6 +40,13 @@ public sealed class RegistryDiscovery(
                 var revision = await ListAsync(stoppingToken);
                 backoff = TimeSpan.FromSeconds(1);
                 using var watch = registry.WatchSessions(new WatchSessionsRequest { FromRevision = revision }, cancellationToken: stoppingToken);
+                if (revision == 0)
+                {
+                    // An empty store lists at revision 0, and watching from 0 means "from now": a session registered
+                    // between the two would be missed. Once subscribed (headers), list again; revisions order the two.
+                    await watch.ResponseHeadersAsync;
+                    await ListAsync(stoppingToken);
+                }
                 await foreach (var change in watch.ResponseStream.ReadAllAsync(stoppingToken))
                     Apply(change.Session);
             }
@@ -46,6 +57,19 @@ public sealed class RegistryDiscovery(
             catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && stoppingToken.IsCancellationRequested)
             {
                 return;
+            }
+            catch (Exception e) when (e is not RpcException)
+            {
+                // Never let discovery die: log, and start over after the backoff.
+                logger.LogError(e, "Registry discovery failed; relisting in {Backoff}", backoff);
+                try
+                {
+                    await Task.Delay(backoff, time, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
             }
             catch (RpcException e)
             {
@@ -66,6 +90,7 @@ public sealed class RegistryDiscovery(
 
     private async Task<long> ListAsync(CancellationToken cancellationToken)
     {
+        lock (_lock) _listing = true;
         var live = new HashSet<string>(StringComparer.Ordinal);
         long revision = 0;
         var token = "";
@@ -83,17 +108,34 @@ public sealed class RegistryDiscovery(
         } while (token.Length > 0);
         foreach (var id in engine.TargetIds(t => t.SessionId.Length > 0 && t.Id.StartsWith(IdPrefix, StringComparison.Ordinal)))
             if (!live.Contains(id)) engine.Remove(id);
+        lock (_lock)
+        {
+            foreach (var id in _applied.Keys.Where(k => !live.Contains(IdPrefix + k)).ToList()) _applied.Remove(id);
+            _listing = false;
+        }
         return revision;
     }
 
     /// <summary>Adds, updates or drops the target of one session.</summary>
     public void Apply(Session session)
     {
+        lock (_lock)
+        {
+            if (_applied.TryGetValue(session.Id, out var seen) && seen > session.Revision) return;
+            _applied[session.Id] = session.Revision;
+            ApplyLocked(session);
+        }
+    }
+
+    private void ApplyLocked(Session session)
+    {
         var id = IdPrefix + session.Id;
         if (session.State != Session.Types.State.Active || !session.Attributes.TryGetValue(options.Value.ProbeAttribute, out var json))
         {
             engine.Remove(id);
             _rejected.Remove(id);
+            // An ended session is forgotten at once, except while a list may still return an older view of it.
+            if (session.State != Session.Types.State.Active && !_listing) _applied.Remove(session.Id);
             return;
         }
         var target = Parse(session, json, out var error);
@@ -120,14 +162,9 @@ public sealed class RegistryDiscovery(
         {
             target = Json.Parse<Target>(json);
         }
-        catch (InvalidProtocolBufferException e)
+        catch (Exception e) when (e is InvalidProtocolBufferException or InvalidJsonException or FormatException or OverflowException)
         {
             error = $"attribute {options.Value.ProbeAttribute} is not a target in protobuf JSON: {e.Message}";
-            return null;
-        }
-        catch (InvalidJsonException e)
-        {
-            error = $"attribute {options.Value.ProbeAttribute} is not JSON: {e.Message}";
             return null;
         }
         target.Id = IdPrefix + session.Id;

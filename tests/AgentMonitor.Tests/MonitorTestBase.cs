@@ -68,8 +68,17 @@ public abstract class MonitorTestBase : IAsyncLifetime
 
     /// <summary>Waits for the target to reach <paramref name="state"/> and returns that status.</summary>
     protected Task<AgentStatus> StatusAsync(string id, State state, TimeSpan? timeout = null) =>
-        Eventually.ValueAsync(() => Client.GetStatusAsync(new GetStatusRequest { TargetId = id }).ResponseAsync,
-            s => s.State == state, timeout ?? Timeout, $"{id} to be {state}");
+        Eventually.ValueAsync(async () =>
+        {
+            try
+            {
+                return await Client.GetStatusAsync(new GetStatusRequest { TargetId = id });
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            {
+                return new AgentStatus { TargetId = id, Detail = "no such target (yet)" };
+            }
+        }, s => s.State == state, timeout ?? Timeout, $"{id} to be {state}");
 
     protected static async Task<RpcException> AssertStatus(StatusCode expected, Task call, string? detail = null)
     {

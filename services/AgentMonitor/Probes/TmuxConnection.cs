@@ -113,6 +113,30 @@ public sealed class TmuxConnection : IAsyncDisposable
         return await reply.Task.WaitAsync(cancellationToken);
     }
 
+    /// <summary>
+    /// The pane a target names, or null. tmux's display-message falls back to some other pane for a target that
+    /// names a missing window or pane, so the answer is checked against the target: "%id", "session:window.pane",
+    /// "session:window" (its active pane), where a window is an index, a name or an @id.
+    /// </summary>
+    public async Task<PaneInfo?> ResolvePaneAsync(string target, CancellationToken cancellationToken)
+    {
+        var lines = await CommandAsync($"display-message -p -t '{target}' '#{{pane_id}}\t#{{window_id}}\t#{{pane_dead}}\t#{{session_name}}\t#{{window_index}}\t#{{window_name}}\t#{{pane_index}}\t#{{pane_active}}\t#{{pane_current_command}}'", cancellationToken);
+        var f = lines.Count > 0 ? lines[0].Split('\t') : [];
+        if (f.Length < 9 || !f[0].StartsWith('%')) return null;
+        var pane = new PaneInfo(f[0], f[1], f[2] == "1", f[8]);
+        if (target.StartsWith('%')) return target == pane.PaneId ? pane : null;
+        var colon = target.IndexOf(':');
+        var session = colon < 0 ? target : target[..colon];
+        var rest = colon < 0 ? "" : target[(colon + 1)..];
+        var dot = rest.LastIndexOf('.');
+        var window = dot < 0 ? rest : rest[..dot];
+        var paneIndex = dot < 0 ? "" : rest[(dot + 1)..];
+        if (session.Length > 0 && session != f[3]) return null;
+        if (window.Length > 0 && window != f[4] && window != f[5] && window != f[1]) return null;
+        if (paneIndex.Length > 0 ? paneIndex != f[6] : f[7] != "1") return null;
+        return pane;
+    }
+
     /// <summary>Makes sure %output of <paramref name="windowId"/> reaches this client.</summary>
     public Task EnsureLinkedAsync(string windowId, CancellationToken cancellationToken)
     {
@@ -225,6 +249,8 @@ public sealed class TmuxConnection : IAsyncDisposable
     }
 }
 
+public sealed record PaneInfo(string PaneId, string WindowId, bool Dead, string Command);
+
 public sealed class TmuxException(string message, bool serverMissing) : Exception(message)
 {
     /// <summary>The server is not running (or went away): for a probe, the pane is gone.</summary>
@@ -239,13 +265,15 @@ public sealed class TmuxServers(TimeProvider time, Microsoft.Extensions.Options.
     private readonly Lock _lock = new();
     private bool _disposed;
 
-    public async Task<TmuxConnection> GetAsync(string socketPath, CancellationToken cancellationToken)
+    /// <summary>The connection to a server; after a failure, a new attempt comes at most once a second (probes), or at
+    /// once with <paramref name="retryNow"/> (a caller adding a target wants today's answer).</summary>
+    public async Task<TmuxConnection> GetAsync(string socketPath, CancellationToken cancellationToken, bool retryNow = false)
     {
         Task<TmuxConnection> connecting;
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (!_servers.TryGetValue(socketPath, out var entry) || Reconnect(entry))
+            if (!_servers.TryGetValue(socketPath, out var entry) || Reconnect(entry, retryNow))
             {
                 if (entry.Connecting is { IsCompletedSuccessfully: true } old) _ = old.Result.DisposeAsync().AsTask();
                 entry = (TmuxConnection.ConnectAsync(options.Value.TmuxPath, socketPath, time, CancellationToken.None), time.GetTimestamp());
@@ -256,10 +284,10 @@ public sealed class TmuxServers(TimeProvider time, Microsoft.Extensions.Options.
         return await connecting.WaitAsync(cancellationToken);
     }
 
-    private bool Reconnect((Task<TmuxConnection> Connecting, long StartedAt) entry)
+    private bool Reconnect((Task<TmuxConnection> Connecting, long StartedAt) entry, bool retryNow)
     {
         var failed = entry.Connecting.IsFaulted || entry.Connecting.IsCanceled || (entry.Connecting.IsCompletedSuccessfully && entry.Connecting.Result.IsClosed);
-        return failed && time.GetElapsedTime(entry.StartedAt) > TimeSpan.FromSeconds(1);
+        return failed && (retryNow || time.GetElapsedTime(entry.StartedAt) > TimeSpan.FromSeconds(1));
     }
 
     public async ValueTask DisposeAsync()

@@ -23,27 +23,26 @@ internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, i
             return e.ServerMissing ? ProbeResult.Failed($"no tmux server at {server}: {e.Message}") : ProbeResult.Unknown(e.Message);
         }
 
-        List<string> pane;
+        PaneInfo? pane;
         try
         {
-            pane = await tmux.CommandAsync($"display-message -p -t '{probe.Target}' '#{{pane_id}} #{{window_id}} #{{pane_dead}} #{{pane_current_command}}'", cancellationToken);
+            pane = await tmux.ResolvePaneAsync(probe.Target, cancellationToken);
         }
         catch (TmuxException e)
         {
             return ProbeResult.Failed(e.ServerMissing ? $"tmux server at {server} is gone" : $"pane {probe.Target}: {e.Message}");
         }
-        var fields = pane.Count > 0 ? pane[0].Split(' ', 4) : [];
-        if (fields.Length < 3 || !fields[0].StartsWith('%')) return ProbeResult.Failed($"tmux has no pane {probe.Target}");
+        if (pane is null) return ProbeResult.Failed($"tmux has no pane {probe.Target}");
         var now = context.Time.GetUtcNow();
-        if (_paneId != fields[0])
+        if (_paneId != pane.PaneId)
         {
-            _paneId = fields[0];
+            _paneId = pane.PaneId;
             _watchedSince = now;
         }
-        if (fields[2] == "1") return ProbeResult.Failed($"pane {probe.Target} is dead (its program exited)");
+        if (pane.Dead) return ProbeResult.Failed($"pane {probe.Target} is dead (its program exited)");
         try
         {
-            await tmux.EnsureLinkedAsync(fields[1], cancellationToken);
+            await tmux.EnsureLinkedAsync(pane.WindowId, cancellationToken);
         }
         catch (TmuxException e)
         {
@@ -66,7 +65,7 @@ internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, i
             }
         }
         var result = Patterns.Classify(context.Spec, lines, lastActivity,
-            $"pane {probe.Target} ({_paneId}) running {(fields.Length > 3 ? fields[3] : "?")}");
+            $"pane {probe.Target} ({_paneId}) running {pane.Command}");
         // A quiet pane that prints again is seen at once, not at the next interval.
         if (result.Outcome == ProbeOutcome.Alive && now - lastActivity >= context.Spec.IdleAfter)
             tmux.NotifyOnNextOutput(_paneId, context.ProbeNow);
