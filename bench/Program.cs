@@ -5,6 +5,7 @@ var scenarios = new Dictionary<string, Func<string[], Task<int>>>
     ["apphost-startup"] = AppHostStartup.RunAsync,
     ["registry"] = RegistryBench.RunAsync,
     ["launcher"] = LauncherBench.RunAsync,
+    ["monitor"] = MonitorBench.RunAsync,
 };
 
 if (args.Length == 0 || !scenarios.TryGetValue(args[0], out var scenario))

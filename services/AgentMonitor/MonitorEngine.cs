@@ -66,6 +66,9 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         _lastTurn = time.GetTimestamp();
     }
 
+    /// <summary>Raised after every probe with the target's new status (for benchmarks; keep handlers cheap).</summary>
+    public event Action<AgentStatus>? Probed;
+
     /// <summary>Probes finished since start (for benchmarks and tests).</summary>
     public long ProbesDone => Interlocked.Read(ref _probesDone);
 
@@ -258,15 +261,16 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
                 result = ProbeResult.Failed($"the previous probe is still hung after its timeout of {entry.Spec.Timeout.TotalSeconds:0.###}s");
             else
             {
+                // One timer per probe: the timeout cancels the probe and ends the wait for it, so a probe that ignores
+                // its cancellation is abandoned at its timeout all the same.
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping);
                 timeout.CancelAfter(entry.Spec.Timeout);
                 var probe = entry.Probe.RunAsync(timeout.Token);
                 try
                 {
-                    // WaitAsync: a probe that ignores its cancellation is abandoned at its timeout all the same.
-                    result = await probe.WaitAsync(entry.Spec.Timeout, _time, _stopping);
+                    result = await probe.WaitAsync(timeout.Token);
                 }
-                catch (Exception e) when ((e is TimeoutException || e is OperationCanceledException) && !_stopping.IsCancellationRequested)
+                catch (OperationCanceledException) when (!_stopping.IsCancellationRequested)
                 {
                     if (!probe.IsCompleted) entry.Hung = probe;
                     result = ProbeResult.Failed($"no answer within the timeout of {entry.Spec.Timeout.TotalSeconds:0.###}s");
@@ -289,6 +293,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
             new KeyValuePair<string, object?>("outcome", result.Outcome.ToString()));
         Apply(entry, result, elapsed);
         Interlocked.Increment(ref _probesDone);
+        Probed?.Invoke(entry.Status);
         lock (_lock)
         {
             entry.Running = false;

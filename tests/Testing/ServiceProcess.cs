@@ -47,6 +47,21 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// <summary>Starts <paramref name="assemblyPath"/> and waits until it answers SERVING over grpc.health.v1.</summary>
     public static async Task<ServiceProcess> StartAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null)
     {
+        // A free port can be taken by another test between FreePort() and the service's bind: then try new ports.
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await StartOnceAsync(assemblyPath, dataDirectory, environment, timeout);
+            }
+            catch (InvalidOperationException e) when (attempt < 3 && e.Message.Contains("address already in use", StringComparison.Ordinal))
+            {
+            }
+        }
+    }
+
+    private static async Task<ServiceProcess> StartOnceAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment, TimeSpan? timeout)
+    {
         var grpc = $"http://127.0.0.1:{FreePort()}";
         var http = $"http://127.0.0.1:{FreePort()}";
         // Started through the platform's own reaper, not System.Diagnostics.Process: test processes that host a

@@ -15,12 +15,13 @@ public sealed class TmuxConnection : IAsyncDisposable
 {
     private readonly SpawnedProcess _process;
     private readonly StreamWriter _input;
-    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly Lock _writeLock = new();
     private readonly ConcurrentQueue<TaskCompletionSource<List<string>>> _pending = new();
     private readonly ConcurrentDictionary<string, PaneActivity> _panes = new();
     private readonly ConcurrentDictionary<string, Task> _linked = new();
     private readonly TimeProvider _time;
-    private readonly Task _reader;
+    private readonly Thread _reader;
+    private readonly TaskCompletionSource _readerDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile string? _closedReason;
 
@@ -36,7 +37,10 @@ public sealed class TmuxConnection : IAsyncDisposable
         _input = new StreamWriter(process.StandardInput!, new UTF8Encoding(false)) { AutoFlush = false };
         SessionName = sessionName;
         _time = time;
-        _reader = Task.Run(ReadLoopAsync);
+        // One thread per tmux server reads its notifications with blocking reads: cheaper than async reads on a
+        // pipe (each would be a thread-pool work item blocked in read()), and there are few servers.
+        _reader = new Thread(ReadLoop) { IsBackground = true, Name = "tmux control reader" };
+        _reader.Start();
     }
 
     public string SessionName { get; }
@@ -94,21 +98,21 @@ public sealed class TmuxConnection : IAsyncDisposable
     public async Task<List<string>> CommandAsync(string command, CancellationToken cancellationToken)
     {
         var reply = new TaskCompletionSource<List<string>>(TaskCreationOptions.RunContinuationsAsynchronously);
-        await _writeLock.WaitAsync(cancellationToken);
-        try
+        lock (_writeLock)
         {
-            if (_closedReason is { } reason) throw new TmuxException(reason, serverMissing: true);
-            _pending.Enqueue(reply);
-            await _input.WriteAsync(command + "\n");
-            await _input.FlushAsync(cancellationToken);
-        }
-        catch (IOException e)
-        {
-            Close($"tmux connection lost: {e.Message}");
-        }
-        finally
-        {
-            _writeLock.Release();
+            try
+            {
+                if (_closedReason is { } reason) throw new TmuxException(reason, serverMissing: true);
+                _pending.Enqueue(reply);
+                // A short blocking write to a pipe: tmux reads its control client at once.
+                _input.Write(command);
+                _input.Write('\n');
+                _input.Flush();
+            }
+            catch (IOException e)
+            {
+                Close($"tmux connection lost: {e.Message}");
+            }
         }
         return await reply.Task.WaitAsync(cancellationToken);
     }
@@ -137,6 +141,41 @@ public sealed class TmuxConnection : IAsyncDisposable
         return pane;
     }
 
+    private Task<Dictionary<string, PaneInfo>>? _snapshot;
+    private long _snapshotAt;
+    private readonly Lock _snapshotLock = new();
+
+    /// <summary>
+    /// Every pane of the server by id, from one <c>list-panes -a</c> shared by all probes that ask within
+    /// <paramref name="maxAge"/>: one command per pass instead of one per pane.
+    /// </summary>
+    public Task<Dictionary<string, PaneInfo>> PanesAsync(TimeSpan maxAge, CancellationToken cancellationToken)
+    {
+        Task<Dictionary<string, PaneInfo>> snapshot;
+        lock (_snapshotLock)
+        {
+            if (_snapshot is null || _snapshot.IsFaulted || (_snapshot.IsCompleted && _time.GetElapsedTime(_snapshotAt) > maxAge))
+            {
+                _snapshotAt = _time.GetTimestamp();
+                _snapshot = ListPanesAsync();
+            }
+            snapshot = _snapshot;
+        }
+        return snapshot.WaitAsync(cancellationToken);
+    }
+
+    private async Task<Dictionary<string, PaneInfo>> ListPanesAsync()
+    {
+        var lines = await CommandAsync("list-panes -a -F '#{pane_id}\t#{window_id}\t#{pane_dead}\t#{pane_current_command}'", CancellationToken.None);
+        var panes = new Dictionary<string, PaneInfo>(lines.Count, StringComparer.Ordinal);
+        foreach (var line in lines)
+        {
+            var f = line.Split('\t', 4);
+            if (f.Length == 4) panes[f[0]] = new PaneInfo(f[0], f[1], f[2] == "1", f[3]);
+        }
+        return panes;
+    }
+
     /// <summary>Makes sure %output of <paramref name="windowId"/> reaches this client.</summary>
     public Task EnsureLinkedAsync(string windowId, CancellationToken cancellationToken)
     {
@@ -151,15 +190,15 @@ public sealed class TmuxConnection : IAsyncDisposable
     /// <summary>Calls <paramref name="onOutput"/> once, on the pane's next output.</summary>
     public void NotifyOnNextOutput(string paneId, Action onOutput) => _panes.GetOrAdd(paneId, _ => new PaneActivity()).OnOutput = onOutput;
 
-    private async Task ReadLoopAsync()
+    private void ReadLoop()
     {
-        using var output = new StreamReader(_process.StandardOutput!, Encoding.UTF8);
+        using var output = new StreamReader(_process.StandardOutput!, Encoding.UTF8, false, 65536);
         List<string>? block = null;
         var blockNumber = "";
         var ours = false;
         try
         {
-            while (await output.ReadLineAsync() is { } line)
+            while (output.ReadLine() is { } line)
             {
                 if (block is not null)
                 {
@@ -190,6 +229,7 @@ public sealed class TmuxConnection : IAsyncDisposable
         {
         }
         Close("the tmux server closed the connection (server gone?)");
+        _readerDone.TrySetResult();
     }
 
     private void OnOutput(string line)
@@ -240,7 +280,7 @@ public sealed class TmuxConnection : IAsyncDisposable
         }
         try
         {
-            await _reader.WaitAsync(TimeSpan.FromSeconds(2));
+            await _readerDone.Task.WaitAsync(TimeSpan.FromSeconds(2));
         }
         catch (TimeoutException)
         {

@@ -6,7 +6,9 @@ namespace Platform.AgentMonitor.Probes;
 /// </summary>
 internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, int patternLines) : IProbe
 {
+    private static readonly TimeSpan PaneListMaxAge = TimeSpan.FromMilliseconds(200);
     private string? _paneId;
+    private string? _watchedPane;
     private DateTimeOffset _watchedSince;
 
     public async Task<ProbeResult> RunAsync(CancellationToken cancellationToken)
@@ -26,17 +28,29 @@ internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, i
         PaneInfo? pane;
         try
         {
-            pane = await tmux.ResolvePaneAsync(probe.Target, cancellationToken);
+            // The target is resolved once (strictly); later probes look the pane up by id in the server's shared
+            // pane list. A pane that is gone is resolved afresh next time (the target may name a new pane).
+            if (_paneId is null) pane = await tmux.ResolvePaneAsync(probe.Target, cancellationToken);
+            else
+            {
+                var panes = await tmux.PanesAsync(PaneListMaxAge, cancellationToken);
+                pane = panes.GetValueOrDefault(_paneId);
+            }
         }
         catch (TmuxException e)
         {
             return ProbeResult.Failed(e.ServerMissing ? $"tmux server at {server} is gone" : $"pane {probe.Target}: {e.Message}");
         }
-        if (pane is null) return ProbeResult.Failed($"tmux has no pane {probe.Target}");
-        var now = context.Time.GetUtcNow();
-        if (_paneId != pane.PaneId)
+        if (pane is null)
         {
-            _paneId = pane.PaneId;
+            _paneId = null;
+            return ProbeResult.Failed($"tmux has no pane {probe.Target}");
+        }
+        var now = context.Time.GetUtcNow();
+        _paneId = pane.PaneId;
+        if (_watchedPane != pane.PaneId)
+        {
+            _watchedPane = pane.PaneId;
             _watchedSince = now;
         }
         if (pane.Dead) return ProbeResult.Failed($"pane {probe.Target} is dead (its program exited)");
@@ -61,6 +75,7 @@ internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, i
             }
             catch (TmuxException e)
             {
+                _paneId = null;
                 return ProbeResult.Failed($"pane {probe.Target}: {e.Message}");
             }
         }
