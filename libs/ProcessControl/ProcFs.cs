@@ -28,35 +28,48 @@ public static class ProcFs
 
     public static ProcStat? ReadStat(int pid)
     {
-        string text;
+        // One read into a stack buffer and a parse over bytes: the monitor probes thousands of pids per cycle.
+        Span<byte> buffer = stackalloc byte[1024];
+        int length;
         try
         {
-            text = File.ReadAllText($"/proc/{pid}/stat");
+            using var handle = File.OpenHandle($"/proc/{pid}/stat");
+            length = RandomAccess.Read(handle, buffer, 0);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return null;
         }
-        return ParseStat(pid, text);
+        return ParseStat(pid, buffer[..length]);
     }
 
-    internal static ProcStat? ParseStat(int pid, string text)
+    public static ProcStat? ParseStat(int pid, ReadOnlySpan<byte> text)
     {
         // The command name (field 2) is in parentheses and may contain spaces and ')': fields count from the last ')'.
-        var close = text.LastIndexOf(')');
+        var close = text.LastIndexOf((byte)')');
         if (close < 0 || close + 2 >= text.Length) return null;
-        var f = text[(close + 2)..].Split(' ');
-        // f[0] is field 3 (state), f[1] 4 (ppid), f[2] 5 (pgrp), f[3] 6 (session), f[11] 14 (utime),
-        // f[12] 15 (stime), f[19] 22 (starttime), f[21] 24 (rss, pages).
-        if (f.Length < 22) return null;
-        return new ProcStat(pid, f[0][0],
-            int.Parse(f[1], CultureInfo.InvariantCulture),
-            int.Parse(f[2], CultureInfo.InvariantCulture),
-            int.Parse(f[3], CultureInfo.InvariantCulture),
-            ulong.Parse(f[11], CultureInfo.InvariantCulture),
-            ulong.Parse(f[12], CultureInfo.InvariantCulture),
-            ulong.Parse(f[19], CultureInfo.InvariantCulture),
-            long.Parse(f[21], CultureInfo.InvariantCulture));
+        var rest = text[(close + 2)..];
+        // Field 3 (state), 4 (ppid), 5 (pgrp), 6 (session), 14 (utime), 15 (stime), 22 (starttime), 24 (rss, pages).
+        Span<long> values = stackalloc long[25];
+        var state = (char)rest[0];
+        var field = 3;
+        var at = 0;
+        while (field <= 24 && at < rest.Length)
+        {
+            var next = rest[at..].IndexOf((byte)' ');
+            var token = next < 0 ? rest[at..] : rest[at..(at + next)];
+            if (field is 4 or 5 or 6 or 14 or 15 or 22 or 24)
+            {
+                if (!System.Buffers.Text.Utf8Parser.TryParse(token.TrimEnd((byte)'\n'), out long value, out _)) return null;
+                values[field] = value;
+            }
+            field++;
+            if (next < 0) break;
+            at += next + 1;
+        }
+        if (field <= 24) return null;
+        return new ProcStat(pid, state, (int)values[4], (int)values[5], (int)values[6],
+            (ulong)values[14], (ulong)values[15], (ulong)values[22], values[24]);
     }
 
     /// <summary>The identity of a live (not zombie) process, or null.</summary>

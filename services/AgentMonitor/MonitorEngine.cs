@@ -23,6 +23,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     private static readonly Histogram<double> ProbeDuration = Meter.CreateHistogram<double>("platform.monitor.probe.duration", "s", "Duration of one probe");
     private static readonly Counter<long> Transitions = Meter.CreateCounter<long>("platform.monitor.transitions", description: "Status transitions");
 
+    private static readonly string[] OutcomeNames = [.. System.Enum.GetNames<ProbeOutcome>().Select(n => n.ToLowerInvariant())];
     private readonly MonitorOptions _options;
     private readonly TimeProvider _time;
     private readonly ProbeFactory _factory;
@@ -30,7 +31,8 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Entry> _targets = new(StringComparer.Ordinal);
     private readonly PriorityQueue<Entry, long> _queue = new();
-    private readonly SemaphoreSlim _slots;
+    private readonly Channel<Entry> _ready = Channel.CreateUnbounded<Entry>();
+    private int _inFlight;
     private readonly SemaphoreSlim _wake = new(0, 1);
     private readonly List<Watcher> _watchers = [];
     private long _lastTurn;
@@ -62,7 +64,6 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         _time = time;
         _factory = factory;
         _logger = logger;
-        _slots = new SemaphoreSlim(Math.Max(1, _options.MaxConcurrentProbes));
         _lastTurn = time.GetTimestamp();
     }
 
@@ -211,6 +212,9 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         _stopping = stoppingToken;
+        // MaxConcurrentProbes workers take due targets from one queue: at most that many probes in flight, and a hung
+        // probe holds one worker for its timeout. The loop itself never waits for a worker.
+        var workers = Enumerable.Range(0, Math.Max(1, _options.MaxConcurrentProbes)).Select(_ => Task.Run(WorkerAsync, CancellationToken.None)).ToList();
         var due = new List<Entry>();
         try
         {
@@ -230,12 +234,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
                     }
                     next = _queue.TryPeek(out _, out var first) ? first : long.MaxValue;
                 }
-                foreach (var entry in due)
-                {
-                    while (!await _slots.WaitAsync(TimeSpan.FromSeconds(1), stoppingToken))
-                        Volatile.Write(ref _lastTurn, _time.GetTimestamp());
-                    _ = Task.Run(() => RunAsync(entry), CancellationToken.None);
-                }
+                foreach (var entry in due) _ready.Writer.TryWrite(entry);
                 if (due.Count > 0)
                 {
                     due.Clear();
@@ -248,6 +247,25 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
+        }
+        _ready.Writer.TryComplete();
+        await Task.WhenAll(workers);
+    }
+
+    private async Task WorkerAsync()
+    {
+        await foreach (var entry in _ready.Reader.ReadAllAsync())
+        {
+            if (_stopping.IsCancellationRequested) return;
+            Interlocked.Increment(ref _inFlight);
+            try
+            {
+                await RunAsync(entry);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _inFlight);
+            }
         }
     }
 
@@ -265,7 +283,8 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
                 // its cancellation is abandoned at its timeout all the same.
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stopping);
                 timeout.CancelAfter(entry.Spec.Timeout);
-                var probe = entry.Probe.RunAsync(timeout.Token);
+                // Probes that may block a thread (file reads: a hung network filesystem) run on their own work item.
+                var probe = entry.Probe is IBlockingProbe ? Task.Run(() => entry.Probe.RunAsync(timeout.Token)) : entry.Probe.RunAsync(timeout.Token);
                 try
                 {
                     result = await probe.WaitAsync(timeout.Token);
@@ -279,7 +298,6 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
         {
-            _slots.Release();
             return;
         }
         catch (Exception e)
@@ -287,10 +305,9 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
             _logger.LogWarning(e, "Probe of {Target} threw", entry.Spec.Id);
             result = ProbeResult.Unknown($"the probe could not run: {e.Message}");
         }
-        _slots.Release();
         var elapsed = _time.GetElapsedTime(started);
-        ProbeDuration.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("probe", entry.Spec.Target.ProbeCase.ToString()),
-            new KeyValuePair<string, object?>("outcome", result.Outcome.ToString()));
+        ProbeDuration.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("probe", entry.Spec.ProbeKind),
+            new KeyValuePair<string, object?>("outcome", OutcomeNames[(int)result.Outcome]));
         Apply(entry, result, elapsed);
         Interlocked.Increment(ref _probesDone);
         Probed?.Invoke(entry.Status);
@@ -372,7 +389,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
                     "this watcher fell more than 4096 transitions behind; watch again with include_current")));
             }
         }
-        _logger.LogInformation("{Target}: {State} ({Detail})", spec.Id, entry.Status.State, entry.Status.Detail);
+        _logger.Log(entry.Status.State == State.Unhealthy ? LogLevel.Warning : LogLevel.Debug, "{Target}: {State} ({Detail})", spec.Id, entry.Status.State, entry.Status.Detail);
     }
 
     /// <summary>Liveness: the loop turns at least once a second while it runs; a loop stuck for
@@ -380,7 +397,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var since = _time.GetElapsedTime(Volatile.Read(ref _lastTurn));
-        var data = new Dictionary<string, object> { ["targets"] = Count, ["probes_in_flight"] = _options.MaxConcurrentProbes - _slots.CurrentCount, ["loop_turned_seconds_ago"] = Math.Round(since.TotalSeconds, 3) };
+        var data = new Dictionary<string, object> { ["targets"] = Count, ["probes_in_flight"] = Volatile.Read(ref _inFlight), ["loop_turned_seconds_ago"] = Math.Round(since.TotalSeconds, 3) };
         if (ExecuteTask is { IsCompleted: true }) return Task.FromResult(HealthCheckResult.Unhealthy("the probe loop has ended", data: data));
         return Task.FromResult(since > _options.StallAfter
             ? HealthCheckResult.Unhealthy($"the probe loop has not turned for {since.TotalSeconds:0}s", data: data)

@@ -9,7 +9,15 @@ namespace Platform.AgentMonitor;
 /// parsed once (endpoints, compiled patterns).</summary>
 public sealed class TargetSpec
 {
-    public required Target Target { get; init; }
+    public required Target Target
+    {
+        get;
+        init
+        {
+            field = value;
+            ProbeKind = value.ProbeCase.ToString();
+        }
+    }
     public string Id => Target.Id;
     public string Workload => Target.Workload;
     public required TimeSpan Interval { get; init; }
@@ -20,6 +28,9 @@ public sealed class TargetSpec
     public Uri? Endpoint { get; init; }
     public Regex[] UnhealthyPatterns { get; init; } = [];
     public Regex[] IdlePatterns { get; init; } = [];
+
+    /// <summary>The probe kind as a metric tag.</summary>
+    public string ProbeKind { get; private set; } = "";
 
     public bool IsActivityProbe => Target.ProbeCase is Target.ProbeOneofCase.OutputActivity or Target.ProbeOneofCase.TmuxPane;
 }

@@ -204,3 +204,27 @@ public class ProcessTreeTests
         Assert.Equal(0, monitor.Count);
     }
 }
+
+public sealed class ProcFsTests
+{
+    [Fact]
+    public void Stat_fields_count_from_the_last_parenthesis_of_the_command_name()
+    {
+        var line = "4242 (a b) c) (x) S 17 4242 4242 0 -1 4194560 100 0 0 0 123 45 0 0 20 0 1 0 987654 1000000 321 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+        var stat = ProcFs.ParseStat(4242, System.Text.Encoding.UTF8.GetBytes(line))!.Value;
+        Assert.Equal(('S', 17, 4242, 4242), (stat.State, stat.ParentPid, stat.ProcessGroup, stat.Session));
+        Assert.Equal((123UL, 45UL, 987654UL, 321L), (stat.UserTicks, stat.SystemTicks, stat.StartTime, stat.RssPages));
+        Assert.Null(ProcFs.ParseStat(1, "1 (truncated) S 0 1"u8));
+    }
+
+    [Fact]
+    public void This_process_reads_as_running_with_its_real_parent()
+    {
+        var stat = ProcFs.ReadStat(Environment.ProcessId)!.Value;
+        var ppid = File.ReadAllLines("/proc/self/status").Single(l => l.StartsWith("PPid:", StringComparison.Ordinal)).Split('\t', StringSplitOptions.RemoveEmptyEntries)[1].Trim();
+        Assert.Equal(int.Parse(ppid, System.Globalization.CultureInfo.InvariantCulture), stat.ParentPid);
+        Assert.False(stat.IsZombie);
+        Assert.True(stat.StartTime > 0);
+        Assert.True(stat.RssPages > 0);
+    }
+}

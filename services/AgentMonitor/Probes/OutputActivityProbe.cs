@@ -8,7 +8,7 @@ namespace Platform.AgentMonitor.Probes;
 /// matched against the patterns. The first look takes the file's mtime as its last activity, so a log that has been
 /// quiet for long is idle at once.
 /// </summary>
-internal sealed class OutputActivityProbe(ProbeContext context, int patternLines) : IProbe
+internal sealed class OutputActivityProbe(ProbeContext context, int patternLines) : IBlockingProbe
 {
     private const int TailBytes = 8192;
     private bool _seen;

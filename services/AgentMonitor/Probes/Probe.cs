@@ -31,6 +31,9 @@ public interface IProbe : IDisposable
     Task<ProbeResult> RunAsync(CancellationToken cancellationToken);
 }
 
+/// <summary>A probe whose work may block its thread (file reads); the engine runs it on a work item of its own.</summary>
+public interface IBlockingProbe : IProbe;
+
 /// <summary>What a probe may ask of the engine.</summary>
 public sealed class ProbeContext(TargetSpec spec, TimeProvider time, Action probeNow)
 {

@@ -28,7 +28,7 @@ internal sealed class ProcessProbe(ProbeContext context) : IProbe
 }
 
 /// <summary>Alive: the heartbeat file's mtime is younger than max_age.</summary>
-internal sealed class HeartbeatFileProbe(ProbeContext context, TimeSpan maxAge) : IProbe
+internal sealed class HeartbeatFileProbe(ProbeContext context, TimeSpan maxAge) : IBlockingProbe
 {
     public Task<ProbeResult> RunAsync(CancellationToken cancellationToken)
     {
