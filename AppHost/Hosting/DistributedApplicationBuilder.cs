@@ -54,8 +54,20 @@ public sealed record AppHostOptions
     /// <summary>Where each resource's data directory, the logs and apphost.json live (PLATFORM_STATE_DIR).</summary>
     public required string StateDirectory { get; init; }
 
-    /// <summary>Backoff between restarts of a resource that exited unexpectedly.</summary>
-    public RestartBackoff Backoff { get; init; } = RestartBackoff.Default;
+    /// <summary>
+    /// Restarts of a resource that exited unexpectedly (the Supervisor's policy library): 1 s doubling to 30 s, reset
+    /// after a 30 s stable run; no restart limit (the engine gives up on <see cref="MaxFailedStarts"/> instead).
+    /// </summary>
+    public Platform.Restarts.RestartPolicy Restarts { get; init; } = DefaultRestarts;
+
+    public static Platform.Restarts.RestartPolicy DefaultRestarts { get; } = new()
+    {
+        InitialBackoff = TimeSpan.FromSeconds(1),
+        Multiplier = 2,
+        MaxBackoff = TimeSpan.FromSeconds(30),
+        StableAfter = TimeSpan.FromSeconds(30),
+        MaxRestarts = int.MaxValue,
+    };
 
     /// <summary>Exits of a resource that never became healthy before the AppHost gives up on it.</summary>
     public int MaxFailedStarts { get; init; } = 5;

@@ -142,7 +142,7 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
                 await Task.WhenAll(resource.WaitFors.Select(d => _ready[d].Task)).WaitAsync(stopping);
             }
 
-            var failures = 0;
+            var restarts = new Platform.Restarts.RestartTracker(_options.Restarts, TimeProvider.System);
             var failedStarts = 0;
             var everReady = false;
             while (!stopping.IsCancellationRequested)
@@ -165,6 +165,7 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
                 }
 
                 _processes[name] = process;
+                restarts.Started();
                 Update(name, s => s with { State = ResourceState.Running, Pid = process.Pid });
                 _reporter.Info($"{name}: started (pid {process.Pid})");
 
@@ -196,8 +197,9 @@ public sealed class Orchestrator : IHostedService, IAsyncDisposable
                     return;
                 }
 
-                failures = _options.Backoff.NextFailureCount(failures, ranFor);
-                var delay = _options.Backoff.DelayAfter(failures);
+                restarts.Exited(failed: true); // any exit the AppHost did not ask for is a failure
+                var delay = restarts.NextStartAt is { } next ? next - DateTimeOffset.UtcNow : TimeSpan.Zero;
+                if (delay < TimeSpan.Zero) delay = TimeSpan.Zero;
                 _reporter.Info($"{name}: exited unexpectedly with {DescribeExit(exit)} after {ranFor.TotalSeconds:0.0} s; restarting in {delay.TotalSeconds:0.#} s");
                 await Task.Delay(delay, stopping);
                 Update(name, s => s with { Restarts = s.Restarts + 1 });

@@ -21,7 +21,7 @@ public sealed class OrchestratorTests : IDisposable
             Color = false,
             MaxFailedStarts = maxFailedStarts,
             StopAdoptedOrphans = false, // this test process has children of other tests
-            Backoff = new RestartBackoff(TimeSpan.FromMilliseconds(50), 2, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(30)),
+            Restarts = AppHostOptions.DefaultRestarts with { InitialBackoff = TimeSpan.FromMilliseconds(50), MaxBackoff = TimeSpan.FromSeconds(1) },
         };
         var orchestrator = new Orchestrator(builder.Build().Model, options, message => { lock (_fatal) _fatal.Add(message); });
         orchestrator.StartAsync(CancellationToken.None).GetAwaiter().GetResult();

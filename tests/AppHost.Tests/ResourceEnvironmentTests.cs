@@ -37,20 +37,30 @@ public class ResourceEnvironmentTests
     [Fact]
     public void The_backoff_doubles_from_one_second_to_its_cap()
     {
-        var backoff = RestartBackoff.Default;
+        var policy = AppHostOptions.DefaultRestarts;
 
-        var delays = Enumerable.Range(1, 8).Select(n => backoff.DelayAfter(n).TotalSeconds).ToList();
+        var delays = Enumerable.Range(1, 8).Select(n => policy.BackoffAfter(n).TotalSeconds).ToList();
 
         Assert.Equal([1, 2, 4, 8, 16, 30, 30, 30], delays);
     }
 
     [Fact]
-    public void The_failure_count_resets_only_after_a_stable_run()
+    public void The_backoff_resets_only_after_a_stable_run()
     {
-        var backoff = RestartBackoff.Default;
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var tracker = new Platform.Restarts.RestartTracker(AppHostOptions.DefaultRestarts, time);
+        TimeSpan Crash(TimeSpan after)
+        {
+            tracker.Started();
+            time.Advance(after);
+            tracker.Exited(failed: true);
+            var delay = tracker.NextStartAt!.Value - time.GetUtcNow();
+            time.Advance(delay);
+            return delay;
+        }
 
-        Assert.Equal(4, backoff.NextFailureCount(3, TimeSpan.FromSeconds(29)));
-        Assert.Equal(1, backoff.NextFailureCount(3, TimeSpan.FromSeconds(30)));
+        Assert.Equal([1, 2, 4, 8], Enumerable.Range(0, 4).Select(_ => Crash(TimeSpan.FromSeconds(29)).TotalSeconds));
+        Assert.Equal(1, Crash(TimeSpan.FromSeconds(30)).TotalSeconds);
     }
 
     [Theory]
