@@ -1,14 +1,37 @@
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+
 namespace Platform.Supervisor;
 
 public static class Extensions
 {
-    /// <summary>Registers the Supervisor's own services.</summary>
+    /// <summary>Registers the Supervisor's own services: the workload store, the engine and its actors, the Launcher and
+    /// Monitor clients behind circuit breakers, and health that says which dependency is down.</summary>
     public static IHostApplicationBuilder AddSupervisor(this IHostApplicationBuilder builder)
     {
+        builder.Services.Configure<SupervisorOptions>(builder.Configuration.GetSection(SupervisorOptions.Section));
+        builder.Services.AddSingleton(sp =>
+        {
+            var directory = sp.GetRequiredService<IOptions<SupervisorOptions>>().Value.DataDirectory
+                ?? builder.Configuration["PLATFORM_DATA_DIR"] ?? Path.Combine(Directory.GetCurrentDirectory(), "data");
+            return new WorkloadStore(Path.Combine(directory, "supervisor.db"));
+        });
+        builder.Services.AddPlatformGrpcClient<Launcher.V1.Launcher.LauncherClient>("launcher");
+        builder.Services.AddPlatformGrpcClient<Monitor.V1.AgentMonitor.AgentMonitorClient>("monitor");
+        builder.Services.AddSingleton<Dependencies>();
+        builder.Services.AddSingleton<SupervisorEngine>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<SupervisorEngine>());
         builder.Services.AddHealthChecks()
             .AddPlatformDependency("registry")
             .AddPlatformDependency("launcher")
-            .AddPlatformDependency("monitor");
+            .AddPlatformDependency("monitor")
+            .Add(new HealthCheckRegistration("breakers", sp => sp.GetRequiredService<Dependencies>(), HealthStatus.Degraded, ["dependency"]));
         return builder;
+    }
+
+    public static WebApplication MapSupervisor(this WebApplication app)
+    {
+        app.MapGrpcService<SupervisorService>();
+        return app;
     }
 }

@@ -9,6 +9,6 @@ builder.AddSupervisor();
 var app = builder.Build();
 
 app.MapDefaultEndpoints();
-app.MapGrpcService<SupervisorService>();
+app.MapSupervisor();
 
 app.Run();

@@ -1,10 +1,78 @@
+using Grpc.Core;
+using Platform.ServiceDefaults;
+using Platform.Supervisor.V1;
+
 namespace Platform.Supervisor;
 
-/// <summary>
-/// The Supervisor's gRPC surface (platform.supervisor.v1).
-/// Every RPC of the contract is inherited from the generated base, which answers UNIMPLEMENTED until the
-/// service's own issue builds it.
-/// </summary>
-public sealed class SupervisorService : Platform.Supervisor.V1.Supervisor.SupervisorBase
+/// <summary>The Supervisor's gRPC surface (platform.supervisor.v1).</summary>
+public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore store, TimeProvider time) : V1.Supervisor.SupervisorBase
 {
+    private const int MaxPageSize = 1000;
+
+    public override async Task<Workload> ApplyWorkload(ApplyWorkloadRequest request, ServerCallContext context)
+    {
+        var v = new Violations();
+        WorkloadValidation.Validate(request.Workload, v);
+        if (request.RequestId.Length > 128) v.Add("request_id", "must be at most 128 characters");
+        v.ThrowIfAny();
+        if (request.RequestId.Length > 0 && store.Answered(request.RequestId, time.GetUtcNow()) is { } first)
+            return engine.Get(first.Name) ?? first;
+        var spec = request.Workload.Clone();
+        spec.Status = null;
+        spec.RestartPolicy = WorkloadValidation.Describe(WorkloadValidation.ToPolicy(spec.RestartPolicy));
+        var workload = await engine.ApplyAsync(spec);
+        if (request.RequestId.Length > 0) store.Answer(request.RequestId, workload, time.GetUtcNow());
+        return workload;
+    }
+
+    public override async Task<DeleteWorkloadResponse> DeleteWorkload(DeleteWorkloadRequest request, ServerCallContext context)
+    {
+        RequireName(request.Name);
+        if (!await engine.DeleteAsync(request.Name)) throw GrpcErrors.NotFound("workload", request.Name);
+        return new DeleteWorkloadResponse();
+    }
+
+    public override Task<Workload> GetWorkload(GetWorkloadRequest request, ServerCallContext context)
+    {
+        RequireName(request.Name);
+        return Task.FromResult(engine.Get(request.Name) ?? throw GrpcErrors.NotFound("workload", request.Name));
+    }
+
+    public override Task<ListWorkloadsResponse> ListWorkloads(ListWorkloadsRequest request, ServerCallContext context)
+    {
+        var v = new Violations();
+        if (request.PageSize is < 0 or > MaxPageSize) v.Add("page_size", $"must be between 0 and {MaxPageSize}");
+        var after = "";
+        if (request.PageToken.Length > 0 && !PageToken.TryRead(request.PageToken, "", out after, out var error)) v.Add("page_token", error!);
+        v.ThrowIfAny();
+        var size = request.PageSize == 0 ? 100 : request.PageSize;
+        var page = engine.List(after, size + 1);
+        var more = page.Count > size;
+        if (more) page.RemoveAt(size);
+        return Task.FromResult(new ListWorkloadsResponse { Workloads = { page }, NextPageToken = more ? PageToken.Write(page[^1].Name, "") : "" });
+    }
+
+    public override Task<Workload> RestartWorkload(RestartWorkloadRequest request, ServerCallContext context)
+    {
+        RequireName(request.Name);
+        return engine.RestartAsync(request.Name, request.Reason) ?? throw GrpcErrors.NotFound("workload", request.Name);
+    }
+
+    public override async Task WatchWorkloads(WatchWorkloadsRequest request, IServerStreamWriter<WorkloadEvent> responseStream, ServerCallContext context)
+    {
+        if (request.Name.Length > 0 && !WorkloadValidation.IsName(request.Name)) throw GrpcErrors.InvalidArgument("name", $"'{request.Name}' is not a workload name");
+        var events = engine.Watch(request.Name, out var subscription);
+        using (subscription)
+        {
+            await context.WriteResponseHeadersAsync([]);
+            await foreach (var e in events.ReadAllAsync(context.CancellationToken))
+                await responseStream.WriteAsync(e, context.CancellationToken);
+        }
+    }
+
+    private static void RequireName(string name)
+    {
+        if (name.Length == 0) throw GrpcErrors.InvalidArgument("name", "is required");
+        if (!WorkloadValidation.IsName(name)) throw GrpcErrors.InvalidArgument("name", $"'{name}' is not a workload name");
+    }
 }

@@ -1,0 +1,260 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Threading.Channels;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using Platform.Launcher.V1;
+using Platform.Monitor.V1;
+using Platform.Supervisor.V1;
+using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
+
+namespace Platform.Supervisor;
+
+/// <summary>
+/// Holds the workloads (one <see cref="WorkloadActor"/> each) and feeds them what happens elsewhere: the Launcher's
+/// instance events (exits, at once) and the Monitor's status transitions (UNHEALTHY verdicts). After a start, and after
+/// every reconnect to the Launcher, each workload is reconciled against the Launcher's running instances before it may
+/// start anything: running instances are adopted, strays stopped, exits missed meanwhile handled.
+/// </summary>
+public sealed class SupervisorEngine(
+    WorkloadStore store,
+    Dependencies deps,
+    IOptions<SupervisorOptions> options,
+    TimeProvider time,
+    ILoggerFactory loggers) : BackgroundService
+{
+    private readonly ConcurrentDictionary<string, WorkloadActor> _actors = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _applyLock = new(1, 1);
+    private readonly ILogger _logger = loggers.CreateLogger<SupervisorEngine>();
+    private readonly List<(Channel<WorkloadEvent> Channel, string Name)> _watchers = [];
+    private readonly Lock _watchLock = new();
+
+    public int Count => _actors.Count;
+
+    /// <summary>Workloads whose first reconcile with the Launcher is done (for tests and benchmarks).</summary>
+    public TaskCompletionSource Reconciled { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var record in store.LoadAll()) AddActor(record, reconciled: false);
+        _logger.LogInformation("Loaded {Count} workloads; they start nothing until reconciled with the launcher", _actors.Count);
+        return base.StartAsync(cancellationToken);
+    }
+
+    private WorkloadActor AddActor(WorkloadRecord record, bool reconciled)
+    {
+        var actor = new WorkloadActor(record, reconciled, deps, store, options.Value, time, loggers.CreateLogger("Platform.Supervisor.Workload"), Publish);
+        _actors[record.Workload.Name] = actor;
+        actor.Start();
+        return actor;
+    }
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Task.WhenAll(PumpLauncherAsync(stoppingToken), PumpMonitorAsync(stoppingToken));
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        await Task.WhenAll(_actors.Values.Select(a => a.StopAsync()));
+        lock (_watchLock)
+            foreach (var (channel, _) in _watchers) channel.Writer.TryComplete();
+    }
+
+    // ------------------------------------------------------------------ API
+
+    public async Task<Workload> ApplyAsync(Workload spec)
+    {
+        if (_actors.TryGetValue(spec.Name, out var existing)) return await existing.ApplyAsync(spec);
+        await _applyLock.WaitAsync();
+        try
+        {
+            if (_actors.TryGetValue(spec.Name, out existing)) return await existing.ApplyAsync(spec);
+            var record = WorkloadActor.Create(spec, time.GetUtcNow(), store.NextRevision());
+            store.Put(record);
+            var actor = AddActor(record, reconciled: true);
+            try
+            {
+                return await actor.FirstStartAsync();
+            }
+            catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.InvalidArgument or StatusCode.PermissionDenied or StatusCode.FailedPrecondition)
+            {
+                // The Launcher refused the launch spec: nothing of the workload is kept.
+                _actors.TryRemove(spec.Name, out _);
+                await actor.StopAsync();
+                store.Delete(spec.Name);
+                throw new RpcException(new Status(e.StatusCode, $"workload '{spec.Name}' was not created: the launcher refused its launch spec: {e.Status.Detail}"));
+            }
+        }
+        finally
+        {
+            _applyLock.Release();
+        }
+    }
+
+    public Workload? Get(string name) => _actors.TryGetValue(name, out var actor) ? actor.Snapshot : null;
+
+    public List<Workload> List(string after, int limit) =>
+        [.. _actors.Values.Select(a => a.Snapshot).Where(w => string.CompareOrdinal(w.Name, after) > 0).OrderBy(w => w.Name, StringComparer.Ordinal).Take(limit)];
+
+    public async Task<bool> DeleteAsync(string name)
+    {
+        if (!_actors.TryGetValue(name, out var actor)) return false;
+        await actor.DeleteAsync();
+        _actors.TryRemove(name, out _);
+        return true;
+    }
+
+    public Task<Workload>? RestartAsync(string name, string reason) =>
+        _actors.TryGetValue(name, out var actor) ? actor.RestartAsync(actor.Snapshot.Status.Generation, reason) : null;
+
+    public ChannelReader<WorkloadEvent> Watch(string name, out IDisposable subscription)
+    {
+        var channel = Channel.CreateBounded<WorkloadEvent>(new BoundedChannelOptions(4096) { SingleReader = true });
+        var entry = (channel, name);
+        lock (_watchLock) _watchers.Add(entry);
+        subscription = new Unsubscribe(() =>
+        {
+            lock (_watchLock) _watchers.Remove(entry);
+            channel.Writer.TryComplete();
+        });
+        return channel.Reader;
+    }
+
+    private sealed class Unsubscribe(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+
+    private void Publish(Workload workload, Phase previous)
+    {
+        var e = new WorkloadEvent { Workload = workload, PreviousPhase = previous, Time = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(time.GetUtcNow()) };
+        lock (_watchLock)
+        {
+            foreach (var (channel, name) in _watchers)
+            {
+                if (name.Length > 0 && name != workload.Name) continue;
+                if (!channel.Writer.TryWrite(e))
+                    channel.Writer.TryComplete(new RpcException(new Status(StatusCode.ResourceExhausted, "this watcher fell more than 4096 events behind; watch again")));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ event pumps
+
+    /// <summary>Subscribes to the Launcher's events, then lists its running instances and reconciles every workload;
+    /// from then on an EXITED event reaches its workload at once. Starts over after any break.</summary>
+    private async Task PumpLauncherAsync(CancellationToken stoppingToken)
+    {
+        var backoff = TimeSpan.FromMilliseconds(500);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                using var events = deps.Launcher.WatchInstanceEvents(new WatchInstanceEventsRequest(), cancellationToken: stoppingToken);
+                await events.ResponseHeadersAsync;
+                var running = new List<Instance>();
+                var token = "";
+                do
+                {
+                    var page = await deps.Launcher.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000, PageToken = token },
+                        deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: stoppingToken);
+                    running.AddRange(page.Instances);
+                    token = page.NextPageToken;
+                } while (token.Length > 0);
+                var byWorkload = running.Where(i => i.Labels.ContainsKey(WorkloadActor.LabelWorkload)).ToLookup(i => i.Labels[WorkloadActor.LabelWorkload]);
+                await Task.WhenAll(_actors.Values.Select(a => a.Reconcile([.. byWorkload[a.Name]])));
+                deps.LauncherEvents = true;
+                backoff = TimeSpan.FromMilliseconds(500);
+                _ = ReconciledWhenDoneAsync();
+                await foreach (var e in events.ResponseStream.ReadAllAsync(stoppingToken))
+                {
+                    if (e.Type == InstanceEvent.Types.Type.Exited && _actors.TryGetValue(e.Instance.Workload, out var actor))
+                        await actor.InstanceExited(e.Instance);
+                }
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested && e is RpcException or IOException or InvalidOperationException)
+            {
+                if (deps.LauncherEvents) _logger.LogWarning("Launcher events lost ({Error}); running workloads are left alone until it is back", (e as RpcException)?.StatusCode.ToString() ?? e.Message);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            deps.LauncherEvents = false;
+            try
+            {
+                await Task.Delay(backoff, time, stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+        }
+    }
+
+    private async Task ReconciledWhenDoneAsync()
+    {
+        // Every actor handles its Reconcile in order; a no-op question after it tells when all are done.
+        try
+        {
+            await Task.WhenAll(_actors.Values.Select(a => a.FlushAsync()));
+        }
+        catch (RpcException)
+        {
+            // A workload deleted meanwhile.
+        }
+        Reconciled.TrySetResult();
+    }
+
+    /// <summary>Follows the Monitor's transitions; an UNHEALTHY verdict on a target "supervisor/NAME/GEN/KIND" goes to its
+    /// workload. After a reconnect every workload adds its targets again (the monitor may have restarted).</summary>
+    private async Task PumpMonitorAsync(CancellationToken stoppingToken)
+    {
+        var backoff = TimeSpan.FromMilliseconds(500);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                using var statuses = deps.Monitor.WatchStatuses(new WatchStatusesRequest { IncludeCurrent = true }, cancellationToken: stoppingToken);
+                await statuses.ResponseHeadersAsync;
+                deps.MonitorStatuses = true;
+                backoff = TimeSpan.FromMilliseconds(500);
+                foreach (var actor in _actors.Values) await actor.MonitorReconnected();
+                await foreach (var status in statuses.ResponseStream.ReadAllAsync(stoppingToken))
+                {
+                    if (status.State != AgentStatus.Types.State.Unhealthy || !status.TargetId.StartsWith(WorkloadActor.TargetPrefix, StringComparison.Ordinal)) continue;
+                    var parts = status.TargetId[WorkloadActor.TargetPrefix.Length..].Split('/');
+                    if (parts.Length == 3 && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && _actors.TryGetValue(parts[0], out var actor))
+                        await actor.Unhealthy(generation, parts[2], status.Detail);
+                }
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested && e is RpcException or IOException or InvalidOperationException)
+            {
+                if (deps.MonitorStatuses) _logger.LogWarning("Monitor statuses lost ({Error}); health verdicts are missing until it is back", (e as RpcException)?.StatusCode.ToString() ?? e.Message);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            deps.MonitorStatuses = false;
+            try
+            {
+                await Task.Delay(backoff, time, stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+        }
+    }
+}

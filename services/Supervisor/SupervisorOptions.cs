@@ -1,0 +1,19 @@
+namespace Platform.Supervisor;
+
+/// <summary>The Supervisor's settings (section <c>Supervisor</c>).</summary>
+public sealed class SupervisorOptions
+{
+    public const string Section = "Supervisor";
+
+    /// <summary>Where supervisor.db lives; default PLATFORM_DATA_DIR, else ./data.</summary>
+    public string? DataDirectory { get; set; }
+
+    public TimeSpan DefaultStopGrace { get; set; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>How often each workload is checked against the Launcher's view even without events (missed events,
+    /// targets the Monitor did not take).</summary>
+    public TimeSpan ResyncInterval { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Deadline of one call to the Launcher or the Monitor (a stop waits for its grace on top).</summary>
+    public TimeSpan CallTimeout { get; set; } = TimeSpan.FromSeconds(5);
+}

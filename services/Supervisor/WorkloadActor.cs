@@ -1,0 +1,594 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Threading.Channels;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Platform.Launcher.V1;
+using Platform.Monitor.V1;
+using Platform.Restarts;
+using Platform.Supervisor.V1;
+using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
+
+namespace Platform.Supervisor;
+
+/// <summary>
+/// One supervised workload. Everything that can change it (apply, delete, restart by hand, an exit from the Launcher,
+/// an UNHEALTHY verdict from the Monitor, a reconcile after a reconnect, its own timers) is a message handled one at a
+/// time, so concurrent triggers cannot start two instances: a trigger names the generation it is about, and one that
+/// refers to an instance already replaced is dropped. A start happens only when no instance is current; a restart
+/// stops the old tree and waits for it first. Each start has a fencing number (the generation), stored before the
+/// launch and used as the Launcher's request id, so a retried or repeated start can never launch twice.
+/// </summary>
+public sealed class WorkloadActor
+{
+    public const string LabelWorkload = "platform.supervisor/workload";
+    public const string LabelGeneration = "platform.supervisor/generation";
+    public const string TargetPrefix = "supervisor/";
+    private static readonly ActivitySource Source = new("Platform.Supervisor");
+
+    private readonly Channel<Func<Task>> _inbox = Channel.CreateUnbounded<Func<Task>>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Dependencies _deps;
+    private readonly WorkloadStore _store;
+    private readonly SupervisorOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Action<Workload, Phase> _publish;
+    private readonly CancellationTokenSource _stop = new();
+    private Workload _workload;
+    private readonly RestartTracker _tracker;
+    private readonly string _lifecycle;
+    private string? _previousAttempt;
+    private bool _launchPending;
+    private bool _reconciled;
+    private bool _targetsAdded;
+    private bool _deleted;
+    private DateTimeOffset _retryAt;
+    private Task _loop = Task.CompletedTask;
+
+    public WorkloadActor(WorkloadRecord record, bool reconciled, Dependencies deps, WorkloadStore store, SupervisorOptions options,
+        TimeProvider time, ILogger logger, Action<Workload, Phase> publish)
+    {
+        _deps = deps;
+        _store = store;
+        _options = options;
+        _time = time;
+        _logger = logger;
+        _publish = publish;
+        _workload = record.Workload;
+        _tracker = new RestartTracker(WorkloadValidation.ToPolicy(record.Workload.RestartPolicy), time, record.Restart);
+        _lifecycle = record.LifecycleContext;
+        _previousAttempt = record.PreviousAttempt;
+        _reconciled = reconciled;
+        // Generation N stored with no instance: its launch may or may not have happened; it is retried under the same
+        // number (the Launcher answers a repeated request id with the first instance).
+        _launchPending = _workload.Status.Phase == Phase.Pending && _workload.Status.InstanceId.Length == 0 && _workload.Status.Generation > 0;
+        Snapshot = _workload.Clone();
+    }
+
+    public string Name => _workload.Name;
+
+    /// <summary>The workload as of its last change (never mutated once published).</summary>
+    public Workload Snapshot { get; private set; }
+
+    public void Start() => _loop = Task.Run(RunAsync);
+
+    // ------------------------------------------------------------------ messages
+
+    private Task Post(Func<Task> message)
+    {
+        _inbox.Writer.TryWrite(message);
+        return Task.CompletedTask;
+    }
+
+    private async Task<T> Ask<T>(Func<Task<T>> question)
+    {
+        var reply = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_inbox.Writer.TryWrite(async () =>
+        {
+            try
+            {
+                reply.TrySetResult(await question());
+            }
+            catch (Exception e)
+            {
+                reply.TrySetException(e);
+            }
+        }))
+            throw new RpcException(new Grpc.Core.Status(StatusCode.NotFound, $"workload '{Name}' was deleted"));
+        return await reply.Task;
+    }
+
+    /// <summary>The first start of a new workload, answered to its ApplyWorkload: a launch the Launcher refuses
+    /// (unknown template, bad executable) is the caller's mistake and is thrown.</summary>
+    public Task<Workload> FirstStartAsync() => Ask(async () =>
+    {
+        var refusal = await StartAsync("created");
+        if (refusal is not null) throw refusal;
+        return Snapshot;
+    });
+
+    public Task<Workload> ApplyAsync(Workload spec) => Ask(async () =>
+    {
+        var launchChanged = !spec.Launch.Equals(_workload.Launch);
+        var phase = _workload.Status.Phase;
+        if (launchChanged && phase is Phase.BackingOff or Phase.CoolingOff)
+            throw new RpcException(new Grpc.Core.Status(StatusCode.FailedPrecondition,
+                $"workload '{Name}' is {phase} (restarting); its launch spec cannot change now. Apply again once it runs, or restart it by hand"));
+        var healthChanged = !Equals(spec.Health, _workload.Health);
+        _workload.Launch = spec.Launch;
+        _workload.RestartPolicy = spec.RestartPolicy;
+        _workload.Health = spec.Health;
+        _workload.StopGrace = spec.StopGrace;
+        _workload.Labels.Clear();
+        _workload.Labels.Add(spec.Labels);
+        _workload.UpdateTime = Timestamp.FromDateTimeOffset(_time.GetUtcNow());
+        _tracker.Policy = WorkloadValidation.ToPolicy(spec.RestartPolicy);
+        Save(phase, "updated");
+        if (launchChanged && _workload.Status.InstanceId.Length > 0)
+        {
+            // A new launch spec takes effect by a restart: stop the old tree, then start the new one.
+            if (await StopCurrentAsync("launch spec changed"))
+            {
+                _tracker.RestartNow();
+                await StartAsync("launch spec changed");
+            }
+        }
+        else if (healthChanged && _workload.Status.InstanceId.Length > 0)
+        {
+            await RemoveTargetsAsync(_workload.Status.Generation);
+            await EnsureTargetsAsync();
+        }
+        return Snapshot;
+    });
+
+    /// <summary>A restart by hand; coalesced with any other trigger about the same generation.</summary>
+    public Task<Workload> RestartAsync(long generationSeen, string reason) => Ask(async () =>
+    {
+        if (generationSeen != _workload.Status.Generation) return Snapshot; // already restarted meanwhile
+        var why = reason.Length > 0 ? $"manual: {reason}" : "manual";
+        if (_workload.Status.InstanceId.Length > 0 && !await StopCurrentAsync(why))
+            throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is left as it is"));
+        _tracker.RestartNow();
+        await StartAsync(why);
+        return Snapshot;
+    });
+
+    public Task DeleteAsync() => Ask(async () =>
+    {
+        if (_workload.Status.InstanceId.Length > 0 && !await StopCurrentAsync("deleted"))
+            throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is still running and was not deleted"));
+        _deleted = true;
+        _tracker.Stop();
+        _store.Delete(Name);
+        Publish(_workload.Status.Phase, Phase.Stopped, "deleted");
+        _inbox.Writer.TryComplete();
+        await _stop.CancelAsync();
+        return true;
+    });
+
+    /// <summary>An instance exited (from the Launcher's events).</summary>
+    public Task InstanceExited(Instance instance) => Post(() => HandleExitAsync(instance, "exited"));
+
+    /// <summary>The Monitor's verdict on one of this workload's targets turned UNHEALTHY.</summary>
+    public Task Unhealthy(long generation, string kind, string detail) => Post(async () =>
+    {
+        if (generation != _workload.Status.Generation || _workload.Status.InstanceId.Length == 0) return; // about an older instance
+        var reason = kind == "heartbeat" ? "heartbeat-timeout" : "unhealthy";
+        if (!await StopCurrentAsync($"{reason}: {detail}"))
+        {
+            Save(_workload.Status.Phase, $"{reason} ({detail}), but the launcher is unreachable: left alone until it is back");
+            return;
+        }
+        _tracker.Exited(failed: true);
+        Save(FromTracker(), Describe($"{reason}: {detail}"));
+    });
+
+    /// <summary>The Launcher's running instances of this workload, after (re)connecting to its events.</summary>
+    public Task Reconcile(List<Instance> running) => Post(() => ReconcileAsync(running));
+
+    /// <summary>Completes once every message posted before it has been handled.</summary>
+    public Task FlushAsync() => Ask(() => Task.FromResult(true));
+
+    /// <summary>The Monitor (re)connected: it may have lost this workload's targets.</summary>
+    public Task MonitorReconnected() => Post(() =>
+    {
+        _targetsAdded = false;
+        return EnsureTargetsAsync();
+    });
+
+    // ------------------------------------------------------------------ the loop
+
+    private async Task RunAsync()
+    {
+        var token = _stop.Token;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                while (_inbox.Reader.TryRead(out var message)) await message();
+                if (_deleted) return;
+                if (_reconciled && _tracker.IsDue && _time.GetUtcNow() >= _retryAt) await StartAsync(_workload.Status.Generation == 0 ? "created" : RestartReason());
+                if (_tracker.Refresh()) Save(Phase.Running, "running stably; restart count reset");
+                if (_workload.Status.InstanceId.Length > 0 && !_targetsAdded) await EnsureTargetsAsync();
+
+                var wake = NextWake();
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(token);
+                var delay = wake - _time.GetUtcNow();
+                if (delay <= TimeSpan.Zero && _inbox.Reader.Count == 0 && _reconciled && _tracker.IsDue) continue;
+                var read = _inbox.Reader.WaitToReadAsync(wait.Token).AsTask();
+                if (delay > TimeSpan.Zero)
+                {
+                    var timer = Task.Delay(delay, _time, wait.Token);
+                    await Task.WhenAny(read, timer);
+                    await wait.CancelAsync();
+                }
+                else await read;
+                if (read.IsCompletedSuccessfully && !read.Result) return; // inbox completed: deleted
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                _logger.LogError(e, "Workload {Workload}: unexpected error; retrying in 1 s", Name);
+                _retryAt = _time.GetUtcNow() + TimeSpan.FromSeconds(1);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), _time, token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    private DateTimeOffset NextWake()
+    {
+        var now = _time.GetUtcNow();
+        var wake = now + _options.ResyncInterval;
+        if (_tracker.NextStartAt is { } next && next < wake) wake = next;
+        if (_retryAt > now && _retryAt < wake) wake = _retryAt;
+        if (_tracker.State.StartedAt is { } started && _tracker.ConsecutiveFailures > 0 && started + _tracker.Policy.StableAfter is var stable && stable > now && stable < wake) wake = stable;
+        return wake;
+    }
+
+    private string RestartReason() => _workload.Status.LastExit?.Reason is { Length: > 0 } reason ? reason : "restart";
+
+    // ------------------------------------------------------------------ starting and stopping
+
+    /// <summary>Starts generation N+1 (or retries a pending N). Returns the Launcher's refusal when it refused the
+    /// launch spec itself; null otherwise (started, or left pending while the Launcher is unreachable).</summary>
+    private async Task<RpcException?> StartAsync(string reason)
+    {
+        if (_workload.Status.InstanceId.Length > 0) return null; // never two: an instance is current
+        if (!_launchPending)
+        {
+            _workload.Status.Generation++;
+            _launchPending = true;
+            Save(Phase.Pending, $"starting generation {_workload.Status.Generation} ({reason})");
+        }
+        var generation = _workload.Status.Generation;
+        var request = new LaunchRequest
+        {
+            Env = { _workload.Launch.Env },
+            Workload = Name,
+            Labels = { _workload.Labels },
+            RequestId = $"supervisor/{Name}/{generation}",
+            StopGrace = _workload.StopGrace ?? Duration.FromTimeSpan(_options.DefaultStopGrace),
+        };
+        request.Labels[LabelWorkload] = Name;
+        request.Labels[LabelGeneration] = generation.ToString(CultureInfo.InvariantCulture);
+        request.Env["PLATFORM_GENERATION"] = generation.ToString(CultureInfo.InvariantCulture);
+        if (_workload.Launch.SourceCase == LaunchSpec.SourceOneofCase.Template) request.Template = _workload.Launch.Template;
+        else request.Process = _workload.Launch.Process;
+
+        // The start is a span of the workload's lifecycle trace, linked to the previous attempt; the child continues it.
+        var lifecycle = ActivityContext.Parse(_lifecycle, null);
+        var previous = Activity.Current;
+        Activity.Current = null;
+        ActivityLink[] links = _previousAttempt is not null && ActivityContext.TryParse(_previousAttempt, null, out var before) ? [new ActivityLink(before)] : [];
+        using var span = Source.StartActivity($"supervisor.start {Name}", ActivityKind.Internal, lifecycle,
+            [new("workload", Name), new("attempt", generation), new("reason", reason)], links);
+        var context = span?.Context ?? new ActivityContext(lifecycle.TraceId, ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded);
+        var traceparent = $"00-{context.TraceId.ToHexString()}-{context.SpanId.ToHexString()}-01";
+        var headers = new Metadata();
+        if (span is null) headers.Add("traceparent", traceparent); // no listener: carry the context by hand
+        request.Env["TRACEPARENT"] = traceparent;
+
+        Instance instance;
+        try
+        {
+            instance = await _deps.CallLauncherAsync(ct => _deps.Launcher.LaunchAsync(request, headers, _time.GetUtcNow().UtcDateTime + _options.CallTimeout, ct).ResponseAsync, _stop.Token);
+        }
+        catch (Exception e) when (Dependencies.IsUnreachable(e))
+        {
+            span?.SetStatus(ActivityStatusCode.Error, "launcher unreachable");
+            _retryAt = _time.GetUtcNow() + TimeSpan.FromSeconds(2);
+            Save(Phase.Pending, $"the launcher is unreachable ({Message(e)}); generation {generation} starts when it is back");
+            return null;
+        }
+        catch (RpcException e)
+        {
+            // The Launcher refused this launch spec: a failed start, with backoff like any failure.
+            span?.SetStatus(ActivityStatusCode.Error, e.Status.Detail);
+            _launchPending = false;
+            _workload.Status.LastExit = new ExitInfo { Time = Timestamp.FromDateTimeOffset(_time.GetUtcNow()), Reason = $"launch failed: {e.Status.Detail}" };
+            _tracker.Started();
+            _tracker.Exited(failed: true);
+            _store.AddHistory(Name, generation, _time.GetUtcNow(), "launch-failed", e.Status.Detail);
+            Save(FromTracker(), Describe($"launch failed: {e.Status.Detail}"));
+            return e;
+        }
+        finally
+        {
+            Activity.Current = previous;
+        }
+        _previousAttempt = traceparent;
+        _launchPending = false;
+        _workload.Status.InstanceId = instance.Id;
+        _workload.Status.Pid = instance.Pid;
+        _tracker.Started();
+        _store.AddHistory(Name, generation, _time.GetUtcNow(), "started", $"{reason}; instance {instance.Id}, pid {instance.Pid}");
+        Save(Phase.Running, $"running generation {generation} (pid {instance.Pid})");
+        _targetsAdded = false;
+        if (instance.State == Instance.Types.State.Exited) await HandleExitAsync(instance, "exited");
+        else await EnsureTargetsAsync();
+        return null;
+    }
+
+    /// <summary>Stops the current instance's tree and waits for it. False when the Launcher cannot be reached (then
+    /// nothing changes: no restart happens blindly).</summary>
+    private async Task<bool> StopCurrentAsync(string reason)
+    {
+        var id = _workload.Status.InstanceId;
+        if (id.Length == 0) return true;
+        var grace = _workload.StopGrace?.ToTimeSpan() ?? _options.DefaultStopGrace;
+        Instance? stopped = null;
+        try
+        {
+            stopped = await _deps.CallLauncherAsync(ct => _deps.Launcher.StopInstanceAsync(new StopInstanceRequest { Id = id, Grace = Duration.FromTimeSpan(grace) },
+                deadline: _time.GetUtcNow().UtcDateTime + grace + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+        }
+        catch (Exception e) when (Dependencies.IsUnreachable(e))
+        {
+            _logger.LogWarning("Workload {Workload}: cannot stop instance {Instance} ({Reason}): the launcher is unreachable", Name, id, reason);
+            return false;
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+        {
+        }
+        await RemoveTargetsAsync(_workload.Status.Generation);
+        _workload.Status.LastExit = Exit(stopped, reason);
+        _workload.Status.InstanceId = "";
+        _workload.Status.Pid = 0;
+        _store.AddHistory(Name, _workload.Status.Generation, _time.GetUtcNow(), "stopped", reason);
+        return true;
+    }
+
+    private async Task HandleExitAsync(Instance instance, string reason)
+    {
+        if (instance.Id != _workload.Status.InstanceId) return; // an instance already replaced or stopped on purpose
+        var failed = !(instance.HasExitCode && instance.ExitCode == 0);
+        _workload.Status.LastExit = Exit(instance, reason);
+        _workload.Status.InstanceId = "";
+        _workload.Status.Pid = 0;
+        await RemoveTargetsAsync(_workload.Status.Generation);
+        _tracker.Exited(failed);
+        _store.AddHistory(Name, _workload.Status.Generation, _time.GetUtcNow(), "exited", DescribeExit(_workload.Status.LastExit));
+        Save(FromTracker(), Describe(DescribeExit(_workload.Status.LastExit)));
+    }
+
+    private async Task ReconcileAsync(List<Instance> running)
+    {
+        var status = _workload.Status;
+        var generation = status.Generation.ToString(CultureInfo.InvariantCulture);
+        // Strays: running instances of this workload from another generation (a start that was never recorded).
+        foreach (var stray in running)
+        {
+            if (stray.Id == status.InstanceId) continue;
+            if (_launchPending && status.InstanceId.Length == 0 && stray.Labels.GetValueOrDefault(LabelGeneration) == generation) continue; // adopted below
+            _logger.LogWarning("Workload {Workload}: stopping stray instance {Instance} (generation {Generation})", Name, stray.Id, stray.Labels.GetValueOrDefault(LabelGeneration));
+            try
+            {
+                await _deps.CallLauncherAsync(ct => _deps.Launcher.StopInstanceAsync(new StopInstanceRequest { Id = stray.Id }, cancellationToken: ct).ResponseAsync, _stop.Token);
+            }
+            catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException)
+            {
+            }
+        }
+        if (status.InstanceId.Length > 0 && running.All(i => i.Id != status.InstanceId))
+        {
+            // It ended while nobody was listening: learn how.
+            Instance? ended = null;
+            try
+            {
+                ended = await _deps.CallLauncherAsync(ct => _deps.Launcher.GetInstanceAsync(new GetInstanceRequest { Id = status.InstanceId }, cancellationToken: ct).ResponseAsync, _stop.Token);
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            {
+            }
+            if (ended is null || ended.State == Instance.Types.State.Exited)
+                await HandleExitAsync(ended ?? new Instance { Id = status.InstanceId, State = Instance.Types.State.Exited }, ended is null ? "gone (the launcher has no record)" : "exited");
+        }
+        else if (_launchPending && running.FirstOrDefault(i => i.Labels.GetValueOrDefault(LabelGeneration) == generation) is { } launched)
+        {
+            // The launch of generation N happened but was not recorded before the supervisor stopped: adopt it.
+            _launchPending = false;
+            status.InstanceId = launched.Id;
+            status.Pid = launched.Pid;
+            _tracker.Started();
+            _store.AddHistory(Name, status.Generation, _time.GetUtcNow(), "adopted", $"instance {launched.Id}");
+            Save(Phase.Running, $"running generation {status.Generation} (pid {launched.Pid}, adopted)");
+        }
+        else if (status.InstanceId.Length > 0 && !_reconciled)
+        {
+            _store.AddHistory(Name, status.Generation, _time.GetUtcNow(), "adopted", $"instance {status.InstanceId}");
+        }
+        _reconciled = true;
+    }
+
+    // ------------------------------------------------------------------ monitor targets
+
+    private async Task EnsureTargetsAsync()
+    {
+        if (_targetsAdded || _workload.Status.InstanceId.Length == 0) return;
+        var targets = Targets();
+        try
+        {
+            foreach (var target in targets)
+                await _deps.CallMonitorAsync(ct => _deps.Monitor.AddTargetAsync(new AddTargetRequest { Target = target }, deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+            _targetsAdded = true;
+        }
+        catch (Exception e) when (Dependencies.IsUnreachable(e))
+        {
+            // Degraded: health verdicts are missing until the monitor is back (retried at the next resync).
+        }
+        catch (RpcException e)
+        {
+            _targetsAdded = true; // the monitor refused the probe spec: say so, do not retry every resync
+            Save(_workload.Status.Phase, $"running, but the monitor refused the health probe: {e.Status.Detail}");
+        }
+    }
+
+    private List<Target> Targets()
+    {
+        var list = new List<Target>();
+        var prefix = $"{TargetPrefix}{Name}/{_workload.Status.Generation}";
+        var health = _workload.Health;
+        if (health?.Probe is { } probe)
+        {
+            var target = probe.Clone();
+            target.Id = prefix + "/health";
+            target.Workload = Name;
+            if (target.ProbeCase == Target.ProbeOneofCase.Process && target.Process.Pid == 0) target.Process.Pid = _workload.Status.Pid;
+            list.Add(target);
+        }
+        var timeout = health?.HeartbeatTimeout?.ToTimeSpan() ?? WorkloadValidation.DefaultHeartbeatTimeout;
+        if (timeout > TimeSpan.Zero && health?.HeartbeatFile is { Length: > 0 } file)
+        {
+            var interval = TimeSpan.FromTicks(Math.Clamp(timeout.Ticks / 4, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromSeconds(10).Ticks));
+            list.Add(new Target
+            {
+                Id = prefix + "/heartbeat",
+                Workload = Name,
+                Interval = Duration.FromTimeSpan(interval),
+                FailureThreshold = 1,
+                HeartbeatFile = new HeartbeatFileProbe { Path = file, MaxAge = Duration.FromTimeSpan(timeout) },
+            });
+        }
+        return list;
+    }
+
+    private async Task RemoveTargetsAsync(long generation)
+    {
+        _targetsAdded = false;
+        foreach (var kind in new[] { "health", "heartbeat" })
+        {
+            try
+            {
+                await _deps.CallMonitorAsync(ct => _deps.Monitor.RemoveTargetAsync(new RemoveTargetRequest { TargetId = $"{TargetPrefix}{Name}/{generation}/{kind}" },
+                    deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+            }
+            catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException)
+            {
+                // Not there, or the monitor is down (it then forgets it anyway).
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ state
+
+    private Phase FromTracker() => _tracker.Phase switch
+    {
+        RestartPhase.Pending => Phase.Pending,
+        RestartPhase.Running => Phase.Running,
+        RestartPhase.BackingOff => Phase.BackingOff,
+        RestartPhase.CoolingOff => Phase.CoolingOff,
+        RestartPhase.Stopped => Phase.Stopped,
+        _ => Phase.Failed,
+    };
+
+    private string Describe(string what) => _tracker.Phase switch
+    {
+        RestartPhase.BackingOff => $"{what}; restarting in {(_tracker.NextStartAt!.Value - _time.GetUtcNow()).TotalSeconds:0.###}s (restart {_tracker.RestartCount} of {_tracker.Policy.MaxRestarts} within {_tracker.Policy.RestartWindow})",
+        RestartPhase.CoolingOff => $"{what}; {_tracker.RestartCount} restarts within {_tracker.Policy.RestartWindow}: cooling off until {_tracker.NextStartAt:HH:mm:ss}",
+        RestartPhase.Stopped => $"{what}; not restarted (policy {_tracker.Policy.Mode})",
+        RestartPhase.Failed => $"{what}; not restarted (policy {_tracker.Policy.Mode})",
+        _ => what,
+    };
+
+    private void Save(Phase phase, string message)
+    {
+        var previous = Snapshot.Status.Phase;
+        var s = _workload.Status;
+        s.Phase = phase;
+        s.Message = message;
+        s.RestartCount = _tracker.RestartCount;
+        s.TotalRestarts = _tracker.TotalRestarts;
+        s.NextRestartTime = _tracker.NextStartAt is { } next && phase is Phase.BackingOff or Phase.CoolingOff ? Timestamp.FromDateTimeOffset(next) : null;
+        s.TraceId = ActivityContext.Parse(_lifecycle, null).TraceId.ToHexString();
+        _workload.Revision = _store.NextRevision();
+        _store.Put(new WorkloadRecord(_workload, _tracker.State, _lifecycle, _previousAttempt));
+        Snapshot = _workload.Clone();
+        if (phase != previous) Publish(previous, phase, message);
+    }
+
+    private void Publish(Phase previous, Phase phase, string message)
+    {
+        _logger.LogInformation("Workload {Workload}: {Previous} -> {Phase}: {Message}", Name, previous, phase, message);
+        _publish(Snapshot, previous);
+    }
+
+    private ExitInfo Exit(Instance? instance, string reason)
+    {
+        var info = new ExitInfo { Time = instance?.ExitTime ?? Timestamp.FromDateTimeOffset(_time.GetUtcNow()), Reason = reason };
+        if (instance is { HasExitCode: true }) info.ExitCode = instance.ExitCode;
+        if (instance is { HasSignal: true }) info.Signal = instance.Signal;
+        return info;
+    }
+
+    private static string DescribeExit(ExitInfo exit) =>
+        exit.HasExitCode ? $"{exit.Reason} with code {exit.ExitCode}" : exit.HasSignal ? $"{exit.Reason} by signal {exit.Signal}" : exit.Reason;
+
+    private static string Message(Exception e) => e is RpcException r ? $"{r.StatusCode}: {r.Status.Detail}" : e.Message;
+
+    public async Task StopAsync()
+    {
+        _inbox.Writer.TryComplete();
+        await _stop.CancelAsync();
+        try
+        {
+            await _loop.WaitAsync(TimeSpan.FromSeconds(5));
+        }
+        catch (Exception e) when (e is TimeoutException or OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>A new workload's record: generation 0, pending, with a fresh lifecycle trace (a root span of its own).</summary>
+    public static WorkloadRecord Create(Workload spec, DateTimeOffset now, long revision)
+    {
+        var previous = Activity.Current;
+        Activity.Current = null;
+        string lifecycle;
+        using (var root = Source.StartActivity($"supervisor.workload {spec.Name}", ActivityKind.Internal, default(ActivityContext)))
+        {
+            var context = root?.Context ?? new ActivityContext(ActivityTraceId.CreateRandom(), ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded);
+            lifecycle = $"00-{context.TraceId.ToHexString()}-{context.SpanId.ToHexString()}-01";
+        }
+        Activity.Current = previous;
+        var workload = spec.Clone();
+        workload.CreateTime = workload.UpdateTime = Timestamp.FromDateTimeOffset(now);
+        workload.Revision = revision;
+        workload.Status = new WorkloadStatus
+        {
+            Phase = Phase.Pending,
+            Message = "created",
+            TraceId = ActivityContext.Parse(lifecycle, null).TraceId.ToHexString(),
+        };
+        return new WorkloadRecord(workload, RestartState.Initial, lifecycle, null);
+    }
+}

@@ -1,0 +1,188 @@
+using System.Globalization;
+using Google.Protobuf;
+using Microsoft.Data.Sqlite;
+using Platform.Restarts;
+using Platform.Supervisor.V1;
+
+namespace Platform.Supervisor;
+
+/// <summary>A workload as stored: spec and status, the restart tracker's state (absolute times, so backoff and cool-off
+/// clocks continue after a restart of the supervisor), and its lifecycle trace context.</summary>
+public sealed record WorkloadRecord(Workload Workload, RestartState Restart, string LifecycleContext, string? PreviousAttempt);
+
+/// <summary>
+/// Workloads, their restart history and request ids in SQLite (WAL, synchronous=NORMAL: a commit survives a SIGKILL of
+/// the supervisor). The generation of a start is written before the launch, so a start is never repeated under a new
+/// number after a crash.
+/// </summary>
+public sealed class WorkloadStore : IDisposable
+{
+    private readonly SqliteConnection _connection;
+    private readonly Lock _lock = new();
+    private long _revision;
+
+    public WorkloadStore(string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        _connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false }.ToString());
+        _connection.Open();
+        Execute("""
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = NORMAL;
+            CREATE TABLE IF NOT EXISTS workloads (
+                name TEXT PRIMARY KEY, data BLOB NOT NULL, restart TEXT NOT NULL, lifecycle TEXT NOT NULL,
+                previous_attempt TEXT, revision INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS history (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, generation INTEGER NOT NULL, time TEXT NOT NULL,
+                event TEXT NOT NULL, detail TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS history_by_name ON history (name, seq);
+            CREATE TABLE IF NOT EXISTS request_ids (
+                request_id TEXT PRIMARY KEY, name TEXT NOT NULL, response BLOB NOT NULL, time INTEGER NOT NULL);
+            """);
+        using var command = _connection.CreateCommand();
+        command.CommandText = "SELECT COALESCE(MAX(revision), 0) FROM workloads";
+        _revision = (long)command.ExecuteScalar()!;
+    }
+
+    /// <summary>The next revision (a workload's revision grows with every stored change).</summary>
+    public long NextRevision() => Interlocked.Increment(ref _revision);
+
+    public void Put(WorkloadRecord record)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = """
+                INSERT INTO workloads (name, data, restart, lifecycle, previous_attempt, revision)
+                VALUES ($name, $data, $restart, $lifecycle, $previous, $revision)
+                ON CONFLICT (name) DO UPDATE SET data = excluded.data, restart = excluded.restart,
+                    lifecycle = excluded.lifecycle, previous_attempt = excluded.previous_attempt, revision = excluded.revision
+                """;
+            command.Parameters.AddWithValue("$name", record.Workload.Name);
+            command.Parameters.AddWithValue("$data", record.Workload.ToByteArray());
+            command.Parameters.AddWithValue("$restart", Serialize(record.Restart));
+            command.Parameters.AddWithValue("$lifecycle", record.LifecycleContext);
+            command.Parameters.AddWithValue("$previous", (object?)record.PreviousAttempt ?? DBNull.Value);
+            command.Parameters.AddWithValue("$revision", record.Workload.Revision);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    public void Delete(string name)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "DELETE FROM workloads WHERE name = $name; DELETE FROM history WHERE name = $name";
+            command.Parameters.AddWithValue("$name", name);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    public List<WorkloadRecord> LoadAll()
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "SELECT data, restart, lifecycle, previous_attempt FROM workloads ORDER BY name";
+            using var reader = command.ExecuteReader();
+            var records = new List<WorkloadRecord>();
+            while (reader.Read())
+                records.Add(new WorkloadRecord(Workload.Parser.ParseFrom((byte[])reader[0]), Deserialize(reader.GetString(1)), reader.GetString(2),
+                    reader.IsDBNull(3) ? null : reader.GetString(3)));
+            return records;
+        }
+    }
+
+    /// <summary>One line of a workload's history: started, exited, restarted, cooling off, adopted.</summary>
+    public void AddHistory(string name, long generation, DateTimeOffset time, string what, string detail)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "INSERT INTO history (name, generation, time, event, detail) VALUES ($n, $g, $t, $e, $d)";
+            command.Parameters.AddWithValue("$n", name);
+            command.Parameters.AddWithValue("$g", generation);
+            command.Parameters.AddWithValue("$t", time.ToString("O", CultureInfo.InvariantCulture));
+            command.Parameters.AddWithValue("$e", what);
+            command.Parameters.AddWithValue("$d", detail);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    public List<(long Generation, string Event, string Detail)> History(string name)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "SELECT generation, event, detail FROM history WHERE name = $n ORDER BY seq";
+            command.Parameters.AddWithValue("$n", name);
+            using var reader = command.ExecuteReader();
+            var rows = new List<(long, string, string)>();
+            while (reader.Read()) rows.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2)));
+            return rows;
+        }
+    }
+
+    /// <summary>The first answer to <paramref name="requestId"/>, if it was given within a day.</summary>
+    public Workload? Answered(string requestId, DateTimeOffset now)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "DELETE FROM request_ids WHERE time < $old; SELECT response FROM request_ids WHERE request_id = $id";
+            command.Parameters.AddWithValue("$old", (now - TimeSpan.FromDays(1)).UtcTicks);
+            command.Parameters.AddWithValue("$id", requestId);
+            return command.ExecuteScalar() is byte[] bytes ? Workload.Parser.ParseFrom(bytes) : null;
+        }
+    }
+
+    public void Answer(string requestId, Workload response, DateTimeOffset now)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = "INSERT OR IGNORE INTO request_ids (request_id, name, response, time) VALUES ($id, $n, $r, $t)";
+            command.Parameters.AddWithValue("$id", requestId);
+            command.Parameters.AddWithValue("$n", response.Name);
+            command.Parameters.AddWithValue("$r", response.ToByteArray());
+            command.Parameters.AddWithValue("$t", now.UtcTicks);
+            command.ExecuteNonQuery();
+        }
+    }
+
+    internal static string Serialize(RestartState s) => string.Join(';',
+        ((int)s.Phase).ToString(CultureInfo.InvariantCulture),
+        s.ConsecutiveFailures.ToString(CultureInfo.InvariantCulture),
+        string.Join(',', s.RecentRestarts.Select(t => t.UtcTicks.ToString(CultureInfo.InvariantCulture))),
+        s.StartedAt?.UtcTicks.ToString(CultureInfo.InvariantCulture) ?? "",
+        s.NextStartAt?.UtcTicks.ToString(CultureInfo.InvariantCulture) ?? "",
+        s.TotalRestarts.ToString(CultureInfo.InvariantCulture),
+        s.EverStarted ? "1" : "0");
+
+    internal static RestartState Deserialize(string text)
+    {
+        var f = text.Split(';');
+        static DateTimeOffset? Time(string t) => t.Length == 0 ? null : new DateTimeOffset(long.Parse(t, CultureInfo.InvariantCulture), TimeSpan.Zero);
+        return new RestartState(
+            (RestartPhase)int.Parse(f[0], CultureInfo.InvariantCulture),
+            int.Parse(f[1], CultureInfo.InvariantCulture),
+            f[2].Length == 0 ? [] : [.. f[2].Split(',').Select(t => Time(t)!.Value)],
+            Time(f[3]),
+            Time(f[4]),
+            long.Parse(f[5], CultureInfo.InvariantCulture),
+            f[6] == "1");
+    }
+
+    private void Execute(string sql)
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    public void Dispose()
+    {
+        lock (_lock) _connection.Dispose();
+    }
+}
