@@ -1,0 +1,143 @@
+using Google.Protobuf.WellKnownTypes;
+using Platform.Supervisor.V1;
+using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
+
+namespace Platform.Supervisor.Tests;
+
+public sealed class PolicyTests : SupervisorTestBase
+{
+    [Fact]
+    public async Task A_crash_loop_follows_the_backoff_then_cools_off_then_tries_again()
+    {
+        var policy = new RestartPolicy
+        {
+            InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(200)),
+            Multiplier = 2,
+            MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
+            MaxRestarts = 3,
+            RestartWindow = Duration.FromTimeSpan(TimeSpan.FromMinutes(1)),
+            Cooloff = Duration.FromTimeSpan(TimeSpan.FromSeconds(3)),
+        };
+        using var watch = Client.WatchWorkloads(new WatchWorkloadsRequest { Name = "crashy" });
+        await watch.ResponseHeadersAsync;
+        var created = await ApplyAsync(Shell("crashy", "exit 1", policy));
+        Assert.Equal(1, created.Status.Generation);
+
+        // Record every phase change with its time until the workload comes back from its cool-off.
+        var events = new List<(Phase Phase, long Generation, DateTime At, string Message)>();
+        using var cts = new CancellationTokenSource(Timeout);
+        var cooled = false;
+        while (await watch.ResponseStream.MoveNext(cts.Token))
+        {
+            var w = watch.ResponseStream.Current.Workload;
+            events.Add((w.Status.Phase, w.Status.Generation, DateTime.UtcNow, w.Status.Message));
+            if (w.Status.Phase == Phase.CoolingOff) cooled = true;
+            if (cooled && w.Status.Phase == Phase.Running) break;
+        }
+        var backoffs = events.Where(e => e.Phase == Phase.BackingOff).ToList();
+        Assert.Equal(3, backoffs.Count);
+        var starts = events.Where(e => e.Phase == Phase.Running).ToList();
+        // Gaps between an exit and the next start: 0.2 s, 0.4 s, 0.8 s.
+        double[] expected = [0.2, 0.4, 0.8];
+        for (var i = 0; i < 3; i++)
+        {
+            var next = starts.First(s => s.Generation == backoffs[i].Generation + 1);
+            var gap = (next.At - backoffs[i].At).TotalSeconds;
+            Assert.InRange(gap, expected[i] - 0.05, expected[i] + 0.6);
+        }
+        var cooling = events.Single(e => e.Phase == Phase.CoolingOff);
+        Assert.Contains("cooling off until", cooling.Message);
+        Assert.Equal(4, cooling.Generation);
+        var again = starts.Last();
+        Assert.Equal(5, again.Generation);
+        Assert.InRange((again.At - cooling.At).TotalSeconds, 2.9, 4.0);
+        var status = (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "crashy" })).Status;
+        Assert.Equal(1, status.LastExit.ExitCode);
+        Assert.Equal(4, status.TotalRestarts);
+    }
+
+    [Fact]
+    public async Task On_failure_stops_after_a_clean_exit_and_never_does_not_restart()
+    {
+        await ApplyAsync(Shell("clean", "sleep 0.3; exit 0", new RestartPolicy { Mode = RestartPolicy.Types.Mode.OnFailure }));
+        var stopped = await WaitAsync("clean", w => w.Status.Phase == Phase.Stopped, "clean to stop");
+        Assert.Equal(0, stopped.Status.LastExit.ExitCode);
+        Assert.Equal(1, stopped.Status.Generation);
+
+        await ApplyAsync(Shell("once", "sleep 0.3; exit 2", new RestartPolicy { Mode = RestartPolicy.Types.Mode.Never }));
+        var failed = await WaitAsync("once", w => w.Status.Phase == Phase.Failed, "once to fail");
+        Assert.Equal(2, failed.Status.LastExit.ExitCode);
+        await Task.Delay(1000);
+        Assert.Equal(1, (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "once" })).Status.Generation);
+    }
+}
+
+public sealed class BadInputTests : SupervisorTestBase
+{
+    public static TheoryData<string, string> Cases => new()
+    {
+        { """{"name":"","launch":{"template":"sleeper"}}""", "workload.name" },
+        { """{"name":"Bad_Name","launch":{"template":"sleeper"}}""", "workload.name" },
+        { """{"name":"ok"}""", "workload.launch" },
+        { """{"name":"ok","launch":{"template":""}}""", "workload.launch.template" },
+        { """{"name":"ok","launch":{"process":{"args":["x"]}}}""", "workload.launch.process.executable" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"restartPolicy":{"initialBackoff":"-1s"}}""", "workload.restart_policy.initial_backoff" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"restartPolicy":{"initialBackoff":"10s","maxBackoff":"5s"}}""", "workload.restart_policy.max_backoff" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"restartPolicy":{"cooloff":"0s"}}""", "workload.restart_policy.cooloff" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"restartPolicy":{"maxRestarts":-1}}""", "workload.restart_policy.max_restarts" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"restartPolicy":{"jitter":2}}""", "workload.restart_policy.jitter" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"restartPolicy":{"multiplier":0.5}}""", "workload.restart_policy.multiplier" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"stopGrace":"-2s"}""", "workload.stop_grace" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"health":{"heartbeatTimeout":"-1s"}}""", "workload.health.heartbeat_timeout" },
+        { """{"name":"ok","launch":{"template":"sleeper"},"health":{"heartbeatFile":"relative"}}""", "workload.health.heartbeat_file" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task Bad_workloads_are_refused_with_the_field_and_nothing_is_kept(string json, string field)
+    {
+        var workload = Google.Protobuf.JsonParser.Default.Parse<Workload>(json);
+        var error = await AssertStatus(Grpc.Core.StatusCode.InvalidArgument, ApplyAsync(workload));
+        Assert.Contains(field + ":", error.Status.Detail);
+        Assert.Empty((await Client.ListWorkloadsAsync(new ListWorkloadsRequest())).Workloads);
+    }
+
+    [Fact]
+    public async Task An_unknown_template_is_not_found_and_not_created()
+    {
+        await AssertStatus(Grpc.Core.StatusCode.NotFound, ApplyAsync(new Workload { Name = "ghost", Launch = new Launcher.V1.LaunchSpec { Template = "nosuch" } }), "nosuch");
+        await AssertStatus(Grpc.Core.StatusCode.NotFound, Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "ghost" }).ResponseAsync);
+        Assert.Empty(await LiveInstancesAsync("ghost"));
+    }
+
+    [Fact]
+    public async Task Changing_the_launch_spec_while_it_restarts_is_refused_and_nothing_changes()
+    {
+        var slow = new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(30)), MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(60)) };
+        await ApplyAsync(Shell("flappy", "exit 1", slow));
+        var backing = await WaitAsync("flappy", w => w.Status.Phase == Phase.BackingOff, "flappy to back off");
+        await AssertStatus(Grpc.Core.StatusCode.FailedPrecondition, ApplyAsync(Shell("flappy", "sleep 300", slow)), "restarting");
+        var after = await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "flappy" });
+        Assert.Equal("exit 1", after.Launch.Process.Args[1]);
+        Assert.Equal(backing.Revision, after.Revision);
+        // A policy change alone is fine while it backs off.
+        await ApplyAsync(Shell("flappy", "exit 1", WithStable()));
+    }
+
+    private static RestartPolicy WithStable() => new()
+    {
+        InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(30)),
+        MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(60)),
+        StableAfter = Duration.FromTimeSpan(TimeSpan.FromSeconds(5)),
+    };
+
+    [Fact]
+    public async Task Missing_things_and_bad_names()
+    {
+        await AssertStatus(Grpc.Core.StatusCode.NotFound, Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "nosuch" }).ResponseAsync);
+        await AssertStatus(Grpc.Core.StatusCode.NotFound, Client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "nosuch" }).ResponseAsync);
+        await AssertStatus(Grpc.Core.StatusCode.NotFound, Client.RestartWorkloadAsync(new RestartWorkloadRequest { Name = "nosuch" }).ResponseAsync);
+        await AssertStatus(Grpc.Core.StatusCode.InvalidArgument, Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "Not A Name" }).ResponseAsync, "name");
+        await AssertStatus(Grpc.Core.StatusCode.InvalidArgument, Client.ListWorkloadsAsync(new ListWorkloadsRequest { PageToken = "nope" }).ResponseAsync, "page_token");
+    }
+}
