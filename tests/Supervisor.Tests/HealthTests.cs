@@ -1,0 +1,115 @@
+using System.Net;
+using Google.Protobuf.WellKnownTypes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Platform.Monitor.V1;
+using Platform.ProcessControl;
+using Platform.Supervisor.V1;
+using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
+
+namespace Platform.Supervisor.Tests;
+
+public sealed class HealthTests : SupervisorTestBase
+{
+    private static RestartPolicy Quick => new() { InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)) };
+
+    [Fact]
+    public async Task A_SIGSTOPped_workload_whose_heartbeat_stops_is_restarted_after_the_timeout()
+    {
+        var heartbeat = Path.Combine(DataDirectory, "heartbeat");
+        var workload = Shell("beating", $"while :; do touch {heartbeat}; sleep 0.1; done", Quick);
+        workload.Health = new HealthPolicy { HeartbeatFile = heartbeat, HeartbeatTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)) };
+        await ApplyAsync(workload);
+        var first = await RunningAsync("beating", 1);
+        await Task.Delay(1500); // beating: no restart
+        Assert.Equal(1, (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "beating" })).Status.Generation);
+
+        var stoppedAt = DateTime.UtcNow;
+        ProcessTree.Signal(ProcFs.Identify((int)first.Status.Pid)!.Value, 19); // SIGSTOP: alive, but no heartbeat
+        var second = await RunningAsync("beating", 2);
+        var took = DateTime.UtcNow - stoppedAt;
+        Assert.StartsWith("heartbeat-timeout", second.Status.LastExit.Reason);
+        Assert.InRange(took, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(5));
+        Assert.Null(ProcFs.Identify((int)first.Status.Pid)); // the stopped tree is gone, not left behind
+        Assert.Single(await LiveInstancesAsync("beating"));
+    }
+
+    [Fact]
+    public async Task A_workload_whose_monitor_verdict_turns_unhealthy_is_restarted_and_unknown_is_not_a_failure()
+    {
+        var failing = false;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
+        await using var app = builder.Build();
+        app.MapGet("/healthz", () => Results.StatusCode(failing ? 500 : 200));
+        await app.StartAsync();
+        var url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First(a => a.StartsWith("http://127.0.0.1", StringComparison.Ordinal)) + "/healthz";
+
+        var workload = Shell("served", "exec sleep 300", Quick);
+        workload.Health = new HealthPolicy
+        {
+            Probe = new Target { Interval = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(200)), FailureThreshold = 2, Http = new HttpProbe { Url = url } },
+        };
+        await ApplyAsync(workload);
+        var first = await RunningAsync("served", 1);
+        var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel());
+        await Testing.Eventually.ValueAsync(() => monitor.GetStatusAsync(new GetStatusRequest { TargetId = "supervisor/served/1/health" }).ResponseAsync,
+            s => s.State == AgentStatus.Types.State.Healthy, Timeout, "the health target to be healthy");
+
+        failing = true;
+        var second = await RunningAsync("served", 2);
+        Assert.StartsWith("unhealthy: HTTP 500", second.Status.LastExit.Reason);
+        failing = false;
+        Assert.Null(ProcFs.Identify((int)first.Status.Pid));
+        // The old generation's target is gone; the new one's is there.
+        var targets = (await monitor.ListTargetsAsync(new ListTargetsRequest { Workload = "served" })).Targets.Select(t => t.Id).ToList();
+        Assert.Equal(["supervisor/served/2/health"], targets);
+        await app.StopAsync();
+
+        // The server goes away entirely: connection refused is a failure too; but a stopped monitor (UNKNOWN) is not.
+    }
+
+    [Fact]
+    public async Task A_storm_of_simultaneous_triggers_gives_one_restart_and_never_two_live_instances()
+    {
+        var workload = Shell("stormy", "exec sleep 300", new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero), MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)) });
+        workload.Health = new HealthPolicy { Probe = new Target { Interval = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)), FailureThreshold = 1, Process = new ProcessProbe() } };
+        await ApplyAsync(workload);
+        var first = await RunningAsync("stormy", 1);
+        var identity = ProcFs.Identify((int)first.Status.Pid)!.Value;
+
+        // Sample the launcher's view all along: never two live instances.
+        using var sampling = new CancellationTokenSource();
+        var most = 0;
+        var sampler = Task.Run(async () =>
+        {
+            while (!sampling.IsCancellationRequested)
+            {
+                most = Math.Max(most, (await LiveInstancesAsync("stormy")).Count);
+                await Task.Delay(5);
+            }
+        });
+        // SIGSTOP (the process probe turns UNHEALTHY), a restart by hand and a SIGKILL (an exit), all at once.
+        ProcessTree.Signal(identity, 19);
+        var manual = Client.RestartWorkloadAsync(new RestartWorkloadRequest { Name = "stormy", Reason = "storm" }).ResponseAsync;
+        ProcessTree.Signal(identity, 9);
+        await manual;
+        await RunningAsync("stormy", 2);
+        await Task.Delay(2000); // late verdicts and events about generation 1 arrive, and change nothing
+        await sampling.CancelAsync();
+        await sampler;
+
+        var final = await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "stormy" });
+        Assert.Equal(2, final.Status.Generation);
+        Assert.Equal(Phase.Running, final.Status.Phase);
+        Assert.Equal(1, final.Status.TotalRestarts);
+        Assert.Equal(1, most);
+        Assert.Single(await LiveInstancesAsync("stormy"));
+    }
+}

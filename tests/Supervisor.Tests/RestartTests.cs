@@ -1,0 +1,105 @@
+using Google.Protobuf.WellKnownTypes;
+using Platform.ProcessControl;
+using Platform.Supervisor.V1;
+using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
+
+namespace Platform.Supervisor.Tests;
+
+public sealed class SupervisorRestartTests : SupervisorTestBase
+{
+    [Fact]
+    public async Task SIGKILLed_mid_backoff_the_supervisor_resumes_its_clock_adopts_what_runs_and_starts_no_duplicate()
+    {
+        await ApplyAsync(Shell("steady", "exec sleep 300"));
+        var steady = await RunningAsync("steady", 1);
+        var policy = new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(4)), MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(60)) };
+        await ApplyAsync(Shell("crashy", "sleep 0.2; exit 1", policy));
+        var backing = await WaitAsync("crashy", w => w.Status.Phase == Phase.BackingOff, "crashy to back off");
+        var due = backing.Status.NextRestartTime.ToDateTimeOffset();
+
+        await SupervisorProcess.KillAsync();
+        await Task.Delay(500);
+        await StartSupervisorAsync();
+
+        // The running workload is adopted: same instance, same generation, nothing new launched.
+        var adopted = await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "steady" });
+        Assert.Equal(steady.Status.InstanceId, adopted.Status.InstanceId);
+        Assert.Equal(1, adopted.Status.Generation);
+        Assert.Single(await LiveInstancesAsync("steady"));
+
+        // The backoff goes on from where it was: still backing off, generation 2 starts at the stored time.
+        var resumed = await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "crashy" });
+        Assert.Equal(Phase.BackingOff, resumed.Status.Phase);
+        Assert.Equal(due, resumed.Status.NextRestartTime.ToDateTimeOffset());
+        var second = await WaitAsync("crashy", w => w.Status.Generation == 2, "crashy generation 2");
+        var startedAt = DateTimeOffset.UtcNow;
+        Assert.InRange((startedAt - due).TotalSeconds, -0.5, 1.5);
+        Assert.Equal(2, second.Status.Generation);
+        await Task.Delay(500);
+        Assert.True((await LiveInstancesAsync("crashy")).Count <= 1);
+    }
+
+    [Fact]
+    public async Task A_stray_instance_of_a_workload_is_stopped_after_a_restart_of_the_supervisor()
+    {
+        await ApplyAsync(Shell("solo", "exec sleep 300"));
+        var solo = await RunningAsync("solo", 1);
+        await SupervisorProcess.KillAsync();
+        // Something launched a second instance with the workload's label while the supervisor was down.
+        var stray = await LauncherClient.LaunchAsync(new Launcher.V1.LaunchRequest
+        {
+            Process = new Launcher.V1.ProcessSpec { Executable = "sleep", Args = { "300" } },
+            Workload = "solo",
+            Labels = { [WorkloadActorLabels.Workload] = "solo", [WorkloadActorLabels.Generation] = "7" },
+        });
+        await StartSupervisorAsync();
+        await Testing.Eventually.ValueAsync(() => Task.FromResult(ProcFs.Identify((int)stray.Pid)), p => p is null, Timeout, "the stray to be stopped");
+        var live = await LiveInstancesAsync("solo");
+        Assert.Equal([solo.Status.InstanceId], live.Select(i => i.Id));
+    }
+
+    [Fact]
+    public async Task The_trace_id_stays_the_same_across_restarts_of_the_workload_and_of_the_supervisor()
+    {
+        await ApplyAsync(Shell("traced", "exec sleep 300", new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)) }));
+        var first = await RunningAsync("traced", 1);
+        var traceId = first.Status.TraceId;
+        Assert.Equal(32, traceId.Length);
+        Assert.Contains(await EnvironmentAsync(first.Status.Pid), e => e.StartsWith($"TRACEPARENT=00-{traceId}-", StringComparison.Ordinal));
+
+        ProcessTree.Signal(ProcFs.Identify((int)first.Status.Pid)!.Value, 9);
+        var second = await RunningAsync("traced", 2);
+        Assert.Equal(traceId, second.Status.TraceId);
+        var secondParent = (await EnvironmentAsync(second.Status.Pid)).Single(e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
+        Assert.StartsWith($"TRACEPARENT=00-{traceId}-", secondParent);
+
+        await SupervisorProcess.KillAsync();
+        await StartSupervisorAsync();
+        var afterRestart = await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "traced" });
+        Assert.Equal(traceId, afterRestart.Status.TraceId);
+        ProcessTree.Signal(ProcFs.Identify((int)second.Status.Pid)!.Value, 9);
+        var third = await RunningAsync("traced", 3);
+        Assert.Equal(traceId, third.Status.TraceId);
+        var thirdParent = (await EnvironmentAsync(third.Status.Pid)).Single(e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
+        Assert.StartsWith($"TRACEPARENT=00-{traceId}-", thirdParent);
+        Assert.NotEqual(secondParent, thirdParent); // a new span per attempt, in the same trace
+        Assert.Contains("PLATFORM_GENERATION=3", await EnvironmentAsync(third.Status.Pid));
+    }
+
+    private static async Task<string[]> EnvironmentAsync(long pid)
+    {
+        for (var i = 0; ; i++)
+        {
+            var text = await File.ReadAllTextAsync($"/proc/{pid}/environ");
+            if (text.Length > 0 || i == 200) return text.Split('\0');
+            await Task.Delay(10);
+        }
+    }
+}
+
+/// <summary>The labels the supervisor puts on its instances (as the Launcher shows them).</summary>
+internal static class WorkloadActorLabels
+{
+    public const string Workload = "platform.supervisor/workload";
+    public const string Generation = "platform.supervisor/generation";
+}
