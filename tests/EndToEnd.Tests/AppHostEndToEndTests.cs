@@ -39,6 +39,7 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         await AssertServesContractAsync(state["monitor"], "platform.monitor.v1.AgentMonitor");
         await AssertServesContractAsync(state["supervisor"], "platform.supervisor.v1.Supervisor");
         await AssertSupervisorHealthListsItsDependenciesAsync(state["supervisor"]);
+        var supervised = await AssertSupervisorKeepsAWorkloadAliveAsync(state);
 
         // Heal: SIGKILL the registry; it comes back SERVING, on the same endpoints, and nothing else is touched.
         var before = state;
@@ -77,6 +78,47 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         Assert.Empty(AppHostProcess.PlatformProcesses(_stateDirectory));
         Assert.All(pids, pid => Assert.True(ProcessControl.ProcFs.Identify(pid) is null, $"pid {pid} is still alive"));
         Assert.True(ProcessControl.ProcFs.Identify((int)agent.Pid) is null, "the launched agent outlived the platform");
+        Assert.True(ProcessControl.ProcFs.Identify((int)supervised) is null, "the supervised workload outlived the platform");
+    }
+
+    /// <summary>Through all four services: the supervisor has the launcher start a workload, the monitor probes it,
+    /// and a SIGKILL of the workload brings generation 2 in the same trace. Returns the running pid.</summary>
+    private static async Task<long> AssertSupervisorKeepsAWorkloadAliveAsync(AppHostState state)
+    {
+        using var channel = GrpcChannel.ForAddress(state["supervisor"].GrpcUrl);
+        var supervisor = new Supervisor.V1.Supervisor.SupervisorClient(channel);
+        var workload = await supervisor.ApplyWorkloadAsync(new Supervisor.V1.ApplyWorkloadRequest
+        {
+            Workload = new Supervisor.V1.Workload
+            {
+                Name = "e2e-agent",
+                Launch = new Launcher.V1.LaunchSpec { Process = new Launcher.V1.ProcessSpec { Executable = "sleep", Args = { "300" } } },
+                RestartPolicy = new Supervisor.V1.RestartPolicy { InitialBackoff = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)) },
+                Health = new Supervisor.V1.HealthPolicy { Probe = new Monitor.V1.Target { Interval = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMilliseconds(200)), Process = new Monitor.V1.ProcessProbe() } },
+            },
+        });
+        Assert.Equal(Supervisor.V1.WorkloadStatus.Types.Phase.Running, workload.Status.Phase);
+        using (var monitorChannel = GrpcChannel.ForAddress(state["monitor"].GrpcUrl))
+        {
+            var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(monitorChannel);
+            await Eventually.ValueAsync(async () =>
+            {
+                try
+                {
+                    return (await monitor.GetStatusAsync(new Monitor.V1.GetStatusRequest { TargetId = "supervisor/e2e-agent/1/health" })).State;
+                }
+                catch (RpcException)
+                {
+                    return Monitor.V1.AgentStatus.Types.State.Unspecified;
+                }
+            }, s => s == Monitor.V1.AgentStatus.Types.State.Healthy, TimeSpan.FromSeconds(20), "the monitor to see the workload healthy");
+        }
+        AppHostProcess.Signal((int)workload.Status.Pid, AppHostProcess.SIGKILL);
+        var second = await Eventually.ValueAsync(() => supervisor.GetWorkloadAsync(new Supervisor.V1.GetWorkloadRequest { Name = "e2e-agent" }).ResponseAsync,
+            w => w.Status.Generation == 2 && w.Status.Phase == Supervisor.V1.WorkloadStatus.Types.Phase.Running, TimeSpan.FromSeconds(20), "generation 2");
+        Assert.Equal(workload.Status.TraceId, second.Status.TraceId);
+        Assert.Equal(9, second.Status.LastExit.Signal);
+        return second.Status.Pid;
     }
 
     [Fact]
@@ -109,9 +151,9 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
 
         if (serviceName is not ("platform.registry.v1.SessionRegistry" or "platform.launcher.v1.Launcher"))
         {
-            // The monitor is built (a target nobody added is NOT_FOUND); the supervisor not yet (UNIMPLEMENTED).
-            var error = await Assert.ThrowsAsync<RpcException>(() => CallUnbuiltRpcAsync(channel, serviceName));
-            Assert.Equal(serviceName == "platform.monitor.v1.AgentMonitor" ? StatusCode.NotFound : StatusCode.Unimplemented, error.StatusCode);
+            // Built: asking for something nobody created is NOT_FOUND.
+            var error = await Assert.ThrowsAsync<RpcException>(() => AskForUnknownAsync(channel, serviceName));
+            Assert.Equal(StatusCode.NotFound, error.StatusCode);
         }
 
         using var http = new HttpClient();
@@ -119,7 +161,7 @@ public sealed class AppHostEndToEndTests : IAsyncLifetime
         Assert.True((await http.GetAsync(resource.HttpUrl + "/health")).IsSuccessStatusCode);
     }
 
-    private static Task CallUnbuiltRpcAsync(GrpcChannel channel, string serviceName) => serviceName switch
+    private static Task AskForUnknownAsync(GrpcChannel channel, string serviceName) => serviceName switch
     {
         "platform.monitor.v1.AgentMonitor" => new Monitor.V1.AgentMonitor.AgentMonitorClient(channel)
             .GetStatusAsync(new Monitor.V1.GetStatusRequest { TargetId = "x" }).ResponseAsync,
