@@ -6,6 +6,7 @@ var scenarios = new Dictionary<string, Func<string[], Task<int>>>
     ["registry"] = RegistryBench.RunAsync,
     ["launcher"] = LauncherBench.RunAsync,
     ["monitor"] = MonitorBench.RunAsync,
+    ["supervisor"] = SupervisorBench.RunAsync,
 };
 
 if (args.Length == 0 || !scenarios.TryGetValue(args[0], out var scenario))

@@ -152,6 +152,7 @@ public sealed class SupervisorEngine(
             {
                 using var events = deps.Launcher.WatchInstanceEvents(new WatchInstanceEventsRequest(), cancellationToken: stoppingToken);
                 await events.ResponseHeadersAsync;
+                var listedAt = time.GetTimestamp();
                 var running = new List<Instance>();
                 var token = "";
                 do
@@ -165,7 +166,7 @@ public sealed class SupervisorEngine(
                 await Task.WhenAll(_actors.Values.Select(a => a.Reconcile([.. byWorkload[a.Name]])));
                 deps.LauncherEvents = true;
                 backoff = TimeSpan.FromMilliseconds(500);
-                _ = ReconciledWhenDoneAsync();
+                _ = ReconciledWhenDoneAsync(listedAt);
                 await foreach (var e in events.ResponseStream.ReadAllAsync(stoppingToken))
                 {
                     if (e.Type == InstanceEvent.Types.Type.Exited && _actors.TryGetValue(e.Instance.Workload, out var actor))
@@ -197,7 +198,7 @@ public sealed class SupervisorEngine(
         }
     }
 
-    private async Task ReconciledWhenDoneAsync()
+    private async Task ReconciledWhenDoneAsync(long startedAt)
     {
         // Every actor handles its Reconcile in order; a no-op question after it tells when all are done.
         try
@@ -208,7 +209,8 @@ public sealed class SupervisorEngine(
         {
             // A workload deleted meanwhile.
         }
-        Reconciled.TrySetResult();
+        if (Reconciled.TrySetResult())
+            _logger.LogInformation("Reconciled {Count} workloads with the launcher in {Elapsed} ms", _actors.Count, (long)time.GetElapsedTime(startedAt).TotalMilliseconds);
     }
 
     /// <summary>Follows the Monitor's transitions; an UNHEALTHY verdict on a target "supervisor/NAME/GEN/KIND" goes to its
