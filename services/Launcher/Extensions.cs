@@ -24,7 +24,7 @@ public static class Extensions
             // Sessions follow instances: registered when one starts, ended when it exits.
             var sync = sp.GetRequiredService<SessionSync>();
             var manager = sp.GetRequiredService<InstanceManager>();
-            manager.RegisterBeforeStart = sync.TryRegisterNowAsync;
+            if (sp.GetRequiredService<IOptions<LauncherOptions>>().Value.RegisterSessionBeforeStart) manager.RegisterBeforeStart = sync.TryRegisterNowAsync;
             manager.Started += (instance, attributes) => sync.QueueRegister(instance, attributes);
             manager.Ended += instance => sync.QueueEnd(instance, instance.HasExitCode ? $"exited with code {instance.ExitCode}" : instance.HasSignal ? $"ended by signal {instance.Signal}" : "exited");
             return sync;

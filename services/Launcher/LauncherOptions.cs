@@ -21,6 +21,12 @@ public sealed class LauncherOptions
 
     /// <summary>An output file larger than this is rotated (copied to .1, then truncated).</summary>
     public long MaxLogBytes { get; set; } = 10 * 1024 * 1024;
+
+    /// <summary>
+    /// Register an instance's registry session before its start, so the child gets PLATFORM_SESSION_ID (a durable
+    /// registry write on the start path, a few ms). False: the session is registered right after the start.
+    /// </summary>
+    public bool RegisterSessionBeforeStart { get; set; } = true;
 }
 
 /// <summary>A named command line.</summary>

@@ -41,6 +41,7 @@ public sealed class WorkloadActor
     private bool _launchPending;
     private bool _reconciled;
     private bool _targetsAdded;
+    private long _targetsGeneration; // the generation whose targets the monitor may hold (0: none)
     private bool _deleted;
     private DateTimeOffset _retryAt;
     private Task _loop = Task.CompletedTask;
@@ -318,7 +319,7 @@ public sealed class WorkloadActor
             _workload.Status.LastExit = new ExitInfo { Time = Timestamp.FromDateTimeOffset(_time.GetUtcNow()), Reason = $"launch failed: {e.Status.Detail}" };
             _tracker.Started();
             _tracker.Exited(failed: true);
-            _store.AddHistory(Name, generation, _time.GetUtcNow(), "launch-failed", e.Status.Detail);
+            History(generation, "launch-failed", e.Status.Detail);
             Save(FromTracker(), Describe($"launch failed: {e.Status.Detail}"));
             return e;
         }
@@ -331,7 +332,7 @@ public sealed class WorkloadActor
         _workload.Status.InstanceId = instance.Id;
         _workload.Status.Pid = instance.Pid;
         _tracker.Started();
-        _store.AddHistory(Name, generation, _time.GetUtcNow(), "started", $"{reason}; instance {instance.Id}, pid {instance.Pid}");
+        History(generation, "started", $"{reason}; instance {instance.Id}, pid {instance.Pid}");
         Save(Phase.Running, $"running generation {generation} (pid {instance.Pid})");
         _targetsAdded = false;
         if (instance.State == Instance.Types.State.Exited) await HandleExitAsync(instance, "exited");
@@ -364,7 +365,7 @@ public sealed class WorkloadActor
         _workload.Status.LastExit = Exit(stopped, reason);
         _workload.Status.InstanceId = "";
         _workload.Status.Pid = 0;
-        _store.AddHistory(Name, _workload.Status.Generation, _time.GetUtcNow(), "stopped", reason);
+        History(_workload.Status.Generation, "stopped", reason);
         return true;
     }
 
@@ -377,7 +378,7 @@ public sealed class WorkloadActor
         _workload.Status.Pid = 0;
         await RemoveTargetsAsync(_workload.Status.Generation);
         _tracker.Exited(failed);
-        _store.AddHistory(Name, _workload.Status.Generation, _time.GetUtcNow(), "exited", DescribeExit(_workload.Status.LastExit));
+        History(_workload.Status.Generation, "exited", DescribeExit(_workload.Status.LastExit));
         Save(FromTracker(), Describe(DescribeExit(_workload.Status.LastExit)));
     }
 
@@ -420,12 +421,13 @@ public sealed class WorkloadActor
             status.InstanceId = launched.Id;
             status.Pid = launched.Pid;
             _tracker.Started();
-            _store.AddHistory(Name, status.Generation, _time.GetUtcNow(), "adopted", $"instance {launched.Id}");
+            History(status.Generation, "adopted", $"instance {launched.Id}");
             Save(Phase.Running, $"running generation {status.Generation} (pid {launched.Pid}, adopted)");
         }
         else if (status.InstanceId.Length > 0 && !_reconciled)
         {
-            _store.AddHistory(Name, status.Generation, _time.GetUtcNow(), "adopted", $"instance {status.InstanceId}");
+            History(status.Generation, "adopted", $"instance {status.InstanceId}");
+            Save(status.Phase, status.Message);
         }
         _reconciled = true;
     }
@@ -438,6 +440,7 @@ public sealed class WorkloadActor
         var targets = Targets();
         try
         {
+            if (targets.Count > 0) _targetsGeneration = _workload.Status.Generation;
             foreach (var target in targets)
                 await _deps.CallMonitorAsync(ct => _deps.Monitor.AddTargetAsync(new AddTargetRequest { Target = target }, deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
             _targetsAdded = true;
@@ -482,9 +485,19 @@ public sealed class WorkloadActor
         return list;
     }
 
-    private async Task RemoveTargetsAsync(long generation)
+    /// <summary>Drops the monitor's targets of a generation, in the background: nothing waits for it (a restart must
+    /// not), and a verdict that still arrives about that generation is ignored anyway.</summary>
+    private Task RemoveTargetsAsync(long generation)
     {
         _targetsAdded = false;
+        if (_targetsGeneration != generation) return Task.CompletedTask;
+        _targetsGeneration = 0;
+        _ = RemoveTargetsInBackgroundAsync(generation);
+        return Task.CompletedTask;
+    }
+
+    private async Task RemoveTargetsInBackgroundAsync(long generation)
+    {
         foreach (var kind in new[] { "health", "heartbeat" })
         {
             try
@@ -492,7 +505,7 @@ public sealed class WorkloadActor
                 await _deps.CallMonitorAsync(ct => _deps.Monitor.RemoveTargetAsync(new RemoveTargetRequest { TargetId = $"{TargetPrefix}{Name}/{generation}/{kind}" },
                     deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
             }
-            catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException)
+            catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException or OperationCanceledException)
             {
                 // Not there, or the monitor is down (it then forgets it anyway).
             }
@@ -520,6 +533,11 @@ public sealed class WorkloadActor
         _ => what,
     };
 
+    private readonly List<(long Generation, DateTimeOffset Time, string Event, string Detail)> _history = [];
+
+    /// <summary>A line of history, written with the next <see cref="Save"/> in the same transaction.</summary>
+    private void History(long generation, string what, string detail) => _history.Add((generation, _time.GetUtcNow(), what, detail));
+
     private void Save(Phase phase, string message)
     {
         var previous = Snapshot.Status.Phase;
@@ -531,7 +549,8 @@ public sealed class WorkloadActor
         s.NextRestartTime = _tracker.NextStartAt is { } next && phase is Phase.BackingOff or Phase.CoolingOff ? Timestamp.FromDateTimeOffset(next) : null;
         s.TraceId = ActivityContext.Parse(_lifecycle, null).TraceId.ToHexString();
         _workload.Revision = _store.NextRevision();
-        _store.Put(new WorkloadRecord(_workload, _tracker.State, _lifecycle, _previousAttempt));
+        _store.Put(new WorkloadRecord(_workload, _tracker.State, _lifecycle, _previousAttempt), _history);
+        _history.Clear();
         Snapshot = _workload.Clone();
         if (phase != previous) Publish(previous, phase, message);
     }

@@ -47,10 +47,14 @@ public sealed class WorkloadStore : IDisposable
     /// <summary>The next revision (a workload's revision grows with every stored change).</summary>
     public long NextRevision() => Interlocked.Increment(ref _revision);
 
-    public void Put(WorkloadRecord record)
+    /// <summary>Stores a workload and, in the same transaction, lines of its history.</summary>
+    public void Put(WorkloadRecord record, IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? history = null)
     {
         lock (_lock)
         {
+            using var transaction = _connection.BeginTransaction();
+            foreach (var (generation, time, what, detail) in history ?? [])
+                AddHistoryLocked(record.Workload.Name, generation, time, what, detail);
             using var command = _connection.CreateCommand();
             command.CommandText = """
                 INSERT INTO workloads (name, data, restart, lifecycle, previous_attempt, revision)
@@ -65,6 +69,7 @@ public sealed class WorkloadStore : IDisposable
             command.Parameters.AddWithValue("$previous", (object?)record.PreviousAttempt ?? DBNull.Value);
             command.Parameters.AddWithValue("$revision", record.Workload.Revision);
             command.ExecuteNonQuery();
+            transaction.Commit();
         }
     }
 
@@ -94,10 +99,10 @@ public sealed class WorkloadStore : IDisposable
         }
     }
 
-    /// <summary>One line of a workload's history: started, exited, restarted, cooling off, adopted.</summary>
-    public void AddHistory(string name, long generation, DateTimeOffset time, string what, string detail)
+    /// <summary>One line of a workload's history (started, exited, stopped, adopted, launch-failed); the caller holds
+    /// the lock and the transaction.</summary>
+    private void AddHistoryLocked(string name, long generation, DateTimeOffset time, string what, string detail)
     {
-        lock (_lock)
         {
             using var command = _connection.CreateCommand();
             command.CommandText = "INSERT INTO history (name, generation, time, event, detail) VALUES ($n, $g, $t, $e, $d)";
@@ -107,20 +112,6 @@ public sealed class WorkloadStore : IDisposable
             command.Parameters.AddWithValue("$e", what);
             command.Parameters.AddWithValue("$d", detail);
             command.ExecuteNonQuery();
-        }
-    }
-
-    public List<(long Generation, string Event, string Detail)> History(string name)
-    {
-        lock (_lock)
-        {
-            using var command = _connection.CreateCommand();
-            command.CommandText = "SELECT generation, event, detail FROM history WHERE name = $n ORDER BY seq";
-            command.Parameters.AddWithValue("$n", name);
-            using var reader = command.ExecuteReader();
-            var rows = new List<(long, string, string)>();
-            while (reader.Read()) rows.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2)));
-            return rows;
         }
     }
 
