@@ -34,7 +34,7 @@ public sealed class HealthTests : SupervisorTestBase
         var second = await RunningAsync("beating", 2);
         var took = DateTime.UtcNow - stoppedAt;
         Assert.StartsWith("heartbeat-timeout", second.Status.LastExit.Reason);
-        Assert.InRange(took, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(5));
+        Assert.True(took >= TimeSpan.FromSeconds(0.9), $"restarted {took} after the SIGSTOP, before the 1 s heartbeat timeout");
         Assert.Null(ProcFs.Identify((int)first.Status.Pid)); // the stopped tree is gone, not left behind
         Assert.Single(await LiveInstancesAsync("beating"));
     }

@@ -23,37 +23,43 @@ public sealed class PolicyTests : SupervisorTestBase
         var created = await ApplyAsync(Shell("crashy", "exit 1", policy));
         Assert.Equal(1, created.Status.Generation);
 
-        // Record every phase change with its time until the workload comes back from its cool-off.
-        var events = new List<(Phase Phase, long Generation, DateTime At, string Message)>();
+        // Every phase change until the workload comes back from its cool-off. Times are the supervisor's own (event
+        // time, the exit time the launcher saw, the next start it scheduled), so a loaded machine does not blur them.
+        var events = new List<WorkloadEvent>();
         using var cts = new CancellationTokenSource(Timeout);
         var cooled = false;
         while (await watch.ResponseStream.MoveNext(cts.Token))
         {
-            var w = watch.ResponseStream.Current.Workload;
-            events.Add((w.Status.Phase, w.Status.Generation, DateTime.UtcNow, w.Status.Message));
-            if (w.Status.Phase == Phase.CoolingOff) cooled = true;
-            if (cooled && w.Status.Phase == Phase.Running) break;
+            var e = watch.ResponseStream.Current;
+            events.Add(e);
+            if (e.Workload.Status.Phase == Phase.CoolingOff) cooled = true;
+            if (cooled && e.Workload.Status.Phase == Phase.Running) break;
         }
-        var backoffs = events.Where(e => e.Phase == Phase.BackingOff).ToList();
+        var backoffs = events.Where(e => e.Workload.Status.Phase == Phase.BackingOff).ToList();
         Assert.Equal(3, backoffs.Count);
-        var starts = events.Where(e => e.Phase == Phase.Running).ToList();
-        // Gaps between an exit and the next start: 0.2 s, 0.4 s, 0.8 s.
+        var starts = events.Where(e => e.Workload.Status.Phase == Phase.Running).ToList();
+        // Backoffs scheduled from each exit: 0.2 s, 0.4 s, 0.8 s; and no start before its time.
         double[] expected = [0.2, 0.4, 0.8];
         for (var i = 0; i < 3; i++)
         {
-            var next = starts.First(s => s.Generation == backoffs[i].Generation + 1);
-            var gap = (next.At - backoffs[i].At).TotalSeconds;
-            Assert.InRange(gap, expected[i] - 0.05, expected[i] + 0.6);
+            var status = backoffs[i].Workload.Status;
+            // The event is stamped as the exit is handled, when the next start is scheduled.
+            var scheduled = (status.NextRestartTime.ToDateTime() - backoffs[i].Time.ToDateTime()).TotalSeconds;
+            Assert.InRange(scheduled, expected[i] - 0.05, expected[i]);
+            var next = starts.First(s => s.Workload.Status.Generation == status.Generation + 1);
+            Assert.True(next.Time.ToDateTime() >= status.NextRestartTime.ToDateTime(), $"generation {status.Generation + 1} started before its backoff ran out");
         }
-        var cooling = events.Single(e => e.Phase == Phase.CoolingOff);
+        var coolingEvent = events.Single(e => e.Workload.Status.Phase == Phase.CoolingOff);
+        var cooling = coolingEvent.Workload.Status;
         Assert.Contains("cooling off until", cooling.Message);
         Assert.Equal(4, cooling.Generation);
+        Assert.InRange((cooling.NextRestartTime.ToDateTime() - coolingEvent.Time.ToDateTime()).TotalSeconds, 2.95, 3);
         var again = starts.Last();
-        Assert.Equal(5, again.Generation);
-        Assert.InRange((again.At - cooling.At).TotalSeconds, 2.9, 4.0);
-        var status = (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "crashy" })).Status;
-        Assert.Equal(1, status.LastExit.ExitCode);
-        Assert.Equal(4, status.TotalRestarts);
+        Assert.Equal(5, again.Workload.Status.Generation);
+        Assert.True(again.Time.ToDateTime() >= cooling.NextRestartTime.ToDateTime());
+        var final = (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "crashy" })).Status;
+        Assert.Equal(1, final.LastExit.ExitCode);
+        Assert.True(final.TotalRestarts >= 4);
     }
 
     [Fact]
