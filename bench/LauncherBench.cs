@@ -50,10 +50,10 @@ public static class LauncherBench
 
             // 2. Memory and idle CPU while managing them.
             await Task.Delay(5000); // settle: background JIT tiering of the launch path ends
-            var rss = Rss(launcher.Pid);
-            var cpuBefore = CpuTicks(launcher.Pid);
+            var rss = Measure.Rss(launcher.Pid);
+            var cpuBefore = Measure.Cpu(launcher.Pid);
             await Task.Delay(10_000);
-            var idleCpu = (CpuTicks(launcher.Pid) - cpuBefore) / 100.0 / 10.0 * 100;
+            var idleCpu = (Measure.Cpu(launcher.Pid) - cpuBefore).TotalSeconds / 10.0 * 100;
             rows.Add(("RSS managing 300 instances (MiB)", "supervisord 36", $"{rss:0}", "< 70", rss < 70));
             rows.Add(("idle CPU managing 300 (% of a core)", "-", $"{idleCpu:0.00}", "< 0.5", idleCpu < 0.5));
 
@@ -128,10 +128,4 @@ public static class LauncherBench
             Console.WriteLine($"| {metric,-42} | {others,-30} | {ours,8} | {target,-7} | {(met ? "yes" : "NO"),-3} |");
         return rows.All(r => r.Met) ? 0 : 1;
     }
-
-    private static double Rss(int pid) =>
-        long.Parse(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
-            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
-
-    private static ulong CpuTicks(int pid) => ProcFs.ReadStat(pid) is { } s ? s.UserTicks + s.SystemTicks : 0;
 }

@@ -81,14 +81,14 @@ public static class MonitorBench
         {
             // Tmux-Orchestrator's way: one `tmux capture-pane` process per pane, one after the other.
             var theirPass = new List<double>();
-            var cpuBefore = ChildrenCpu() + Cpu(server);
+            var cpuBefore = ChildrenCpu() + Measure.Cpu(server);
             for (var pass = 0; pass < 3; pass++)
             {
                 var clock = Stopwatch.StartNew();
                 foreach (var (target, _) in panes) await Output("tmux", "-S", socket, "capture-pane", "-p", "-t", target);
                 theirPass.Add(clock.Elapsed.TotalMilliseconds);
             }
-            var theirCpu = (ChildrenCpu() + Cpu(server) - cpuBefore).TotalSeconds / 3; // CPU seconds per pass
+            var theirCpu = (ChildrenCpu() + Measure.Cpu(server) - cpuBefore).TotalSeconds / 3; // CPU seconds per pass
             var theirShare = theirCpu / Math.Max(1, theirPass.Average() / 1000) * 100;
 
             await using var engine = await EngineAsync(o => { });
@@ -109,11 +109,11 @@ public static class MonitorBench
                 });
             await Task.Delay(5000); // two idle_afters: quiet panes are idle, JIT settled
             completions.Clear();
-            var cpu0 = Cpu(Environment.ProcessId);
-            var tmuxCpu0 = Cpu(server);
+            var cpu0 = Measure.Cpu(Environment.ProcessId);
+            var tmuxCpu0 = Measure.Cpu(server);
             await Task.Delay(10_000);
-            var watchCpu = (Cpu(Environment.ProcessId) - cpu0).TotalSeconds / 10 * 100;
-            var tmuxServerCpu = (Cpu(server) - tmuxCpu0).TotalSeconds / 10 * 100;
+            var watchCpu = (Measure.Cpu(Environment.ProcessId) - cpu0).TotalSeconds / 10 * 100;
+            var tmuxServerCpu = (Measure.Cpu(server) - tmuxCpu0).TotalSeconds / 10 * 100;
             var passes = Passes([.. completions], Panes);
             var correct = panes.Count(p => states.TryGetValue(p.Target, out var s) && s.State == (p.Printing ? State.Healthy : State.Idle));
 
@@ -232,10 +232,10 @@ public static class MonitorBench
                     await client.AddTargetAsync(new AddTargetRequest { Target = new Target { Id = $"p{i:00000}", Interval = Duration.FromTimeSpan(TimeSpan.FromSeconds(60)), Process = new ProcessProbe { Pid = sleepers[i % 100].Pid } } });
             })));
             await Task.Delay(8000);
-            var cpu0 = Cpu(monitor.Pid);
+            var cpu0 = Measure.Cpu(monitor.Pid);
             await Task.Delay(10_000);
-            var idle = (Cpu(monitor.Pid) - cpu0).TotalSeconds / 10 * 100;
-            var rss = Rss(monitor.Pid);
+            var idle = (Measure.Cpu(monitor.Pid) - cpu0).TotalSeconds / 10 * 100;
+            var rss = Measure.Rss(monitor.Pid);
             var healthy = (await client.ListStatusesAsync(new ListStatusesRequest { State = State.Healthy, PageSize = 1000 })).Statuses.Count;
             Rows.Add(("monitor process, 10,000 targets: RSS (MiB)", "-", $"{rss:0}", "< 150", rss < 150));
             Rows.Add(("  CPU at idle between cycles (% of a core)", "-", $"{idle:0.00}", "< 2", idle < 2 && healthy == 1000));
@@ -346,7 +346,6 @@ public static class MonitorBench
         return text;
     }
 
-    private static TimeSpan Cpu(int pid) => ProcFs.ReadStat(pid) is { } s ? TimeSpan.FromSeconds((s.UserTicks + s.SystemTicks) / (double)ProcFs.TicksPerSecond) : TimeSpan.Zero;
 
     /// <summary>CPU of this process's reaped children (cutime + cstime of /proc/self/stat).</summary>
     private static TimeSpan ChildrenCpu()
@@ -355,8 +354,4 @@ public static class MonitorBench
         var f = text[(text.LastIndexOf(')') + 2)..].Split(' ');
         return TimeSpan.FromSeconds((ulong.Parse(f[13], System.Globalization.CultureInfo.InvariantCulture) + ulong.Parse(f[14], System.Globalization.CultureInfo.InvariantCulture)) / (double)ProcFs.TicksPerSecond);
     }
-
-    private static double Rss(int pid) =>
-        long.Parse(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
-            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
 }

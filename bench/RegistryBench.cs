@@ -30,9 +30,9 @@ public static class RegistryBench
                 await RunForAsync(TimeSpan.FromSeconds(5), clients, (c, w, n) => c.RegisterSessionAsync(Register($"warm-{w}-{n}")).ResponseAsync);
                 var duration = TimeSpan.FromSeconds(seconds);
 
-                var cpuBefore = CpuTime(registry.Pid);
+                var cpuBefore = Measure.Cpu(registry.Pid);
                 var registers = await RunForAsync(duration, clients, (c, w, n) => c.RegisterSessionAsync(Register($"reg-{w}-{n}")).ResponseAsync);
-                var cpuPerRegister = (CpuTime(registry.Pid) - cpuBefore).TotalMicroseconds / (registers * duration.TotalSeconds);
+                var cpuPerRegister = (Measure.Cpu(registry.Pid) - cpuBefore).TotalMicroseconds / (registers * duration.TotalSeconds);
                 rows.Add(("RegisterSession, durable (per s)", "1,817", $"{registers:N0}", ">= 5,000", registers >= 5000));
                 rows.Add(("  registry CPU per registration (us)", "-", $"{cpuPerRegister:0}", "-", true));
                 if (args.Contains("--register-only")) return;
@@ -173,7 +173,7 @@ public static class RegistryBench
     private static async Task<(double Idle, double Loaded)> MemoryAsync(ServiceProcess registry, List<Registry.V1.SessionRegistry.SessionRegistryClient> clients, int sessions)
     {
         await Task.Delay(1000);
-        var idle = Rss(registry.Pid);
+        var idle = Measure.Rss(registry.Pid);
         var remaining = sessions;
         var next = -1;
         await Task.WhenAll(clients.Select(client => Task.Run(async () =>
@@ -185,20 +185,6 @@ public static class RegistryBench
         var live = await clients[0].ListSessionsAsync(new ListSessionsRequest { Workload = "bench", State = Session.Types.State.Active, PageSize = 1 });
         if (live.Sessions.Count == 0) throw new InvalidOperationException("no live sessions after the load");
         await Task.Delay(4000); // idle: the registry trims its heap after a burst (IdleMemoryTrimmer)
-        return (idle, Rss(registry.Pid));
-    }
-
-    /// <summary>User + system CPU time of a process, from /proc/PID/stat (clock ticks of 10 ms).</summary>
-    private static TimeSpan CpuTime(int pid)
-    {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return TimeSpan.FromMilliseconds((long.Parse(fields[11]) + long.Parse(fields[12])) * 10);
-    }
-
-    private static double Rss(int pid)
-    {
-        var status = File.ReadAllLines($"/proc/{pid}/status");
-        return long.Parse(status.Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
+        return (idle, Measure.Rss(registry.Pid));
     }
 }

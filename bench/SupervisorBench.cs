@@ -129,7 +129,7 @@ public static class SupervisorBench
             })));
             var applied = clock.Elapsed;
             await Task.Delay(5000);
-            var rss = Rss(supervisor.Pid);
+            var rss = Measure.Rss(supervisor.Pid);
             var before = await AllAsync(client);
             var instancesBefore = before.ToDictionary(w => w.Name, w => w.Status.InstanceId);
 
@@ -194,8 +194,4 @@ public static class SupervisorBench
         } while (token.Length > 0);
         return all;
     }
-
-    private static double Rss(int pid) =>
-        long.Parse(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
-            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
 }

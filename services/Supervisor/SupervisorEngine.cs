@@ -143,49 +143,77 @@ public sealed class SupervisorEngine(
 
     /// <summary>Subscribes to the Launcher's events, then lists its running instances and reconciles every workload;
     /// from then on an EXITED event reaches its workload at once. Starts over after any break.</summary>
-    private async Task PumpLauncherAsync(CancellationToken stoppingToken)
+    private Task PumpLauncherAsync(CancellationToken stoppingToken) => FollowAsync("Launcher events", connected => deps.LauncherEvents = connected,
+        "running workloads are left alone until it is back", async connected =>
+        {
+            using var events = deps.Launcher.WatchInstanceEvents(new WatchInstanceEventsRequest(), cancellationToken: stoppingToken);
+            await events.ResponseHeadersAsync;
+            var listedAt = time.GetTimestamp();
+            var running = new List<Instance>();
+            var token = "";
+            do
+            {
+                var page = await deps.Launcher.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000, PageToken = token },
+                    deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: stoppingToken);
+                running.AddRange(page.Instances);
+                token = page.NextPageToken;
+            } while (token.Length > 0);
+            var byWorkload = running.Where(i => i.Labels.ContainsKey(WorkloadActor.LabelWorkload)).ToLookup(i => i.Labels[WorkloadActor.LabelWorkload]);
+            await Task.WhenAll(_actors.Values.Select(a => a.Reconcile([.. byWorkload[a.Name]])));
+            connected();
+            _ = ReconciledWhenDoneAsync(listedAt);
+            await foreach (var e in events.ResponseStream.ReadAllAsync(stoppingToken))
+            {
+                if (e.Type == InstanceEvent.Types.Type.Exited && _actors.TryGetValue(e.Instance.Workload, out var actor))
+                    await actor.InstanceExited(e.Instance);
+            }
+        }, stoppingToken);
+
+    /// <summary>Follows the Monitor's transitions; an UNHEALTHY verdict on a target "supervisor/NAME/GEN/KIND" goes to its
+    /// workload. After a reconnect every workload adds its targets again (the monitor may have restarted).</summary>
+    private Task PumpMonitorAsync(CancellationToken stoppingToken) => FollowAsync("Monitor statuses", connected => deps.MonitorStatuses = connected,
+        "health verdicts are missing until it is back", async connected =>
+        {
+            using var statuses = deps.Monitor.WatchStatuses(new WatchStatusesRequest { IncludeCurrent = true }, cancellationToken: stoppingToken);
+            await statuses.ResponseHeadersAsync;
+            connected();
+            foreach (var actor in _actors.Values) await actor.MonitorReconnected();
+            await foreach (var status in statuses.ResponseStream.ReadAllAsync(stoppingToken))
+            {
+                if (status.State != AgentStatus.Types.State.Unhealthy || !status.TargetId.StartsWith(WorkloadActor.TargetPrefix, StringComparison.Ordinal)) continue;
+                var parts = status.TargetId[WorkloadActor.TargetPrefix.Length..].Split('/');
+                if (parts.Length == 3 && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && _actors.TryGetValue(parts[0], out var actor))
+                    await actor.Unhealthy(generation, parts[2], status.Detail);
+            }
+        }, stoppingToken);
+
+    /// <summary>Runs <paramref name="follow"/> (one subscription, until it breaks) again and again, with a backoff of
+    /// 0.5 s doubling to 5 s between attempts, reset once a subscription is up; says when a stream is lost.</summary>
+    private async Task FollowAsync(string what, Action<bool> setConnected, string meanwhile, Func<Action, Task> follow, CancellationToken stoppingToken)
     {
         var backoff = TimeSpan.FromMilliseconds(500);
+        var up = false;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                using var events = deps.Launcher.WatchInstanceEvents(new WatchInstanceEventsRequest(), cancellationToken: stoppingToken);
-                await events.ResponseHeadersAsync;
-                var listedAt = time.GetTimestamp();
-                var running = new List<Instance>();
-                var token = "";
-                do
+                await follow(() =>
                 {
-                    var page = await deps.Launcher.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000, PageToken = token },
-                        deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: stoppingToken);
-                    running.AddRange(page.Instances);
-                    token = page.NextPageToken;
-                } while (token.Length > 0);
-                var byWorkload = running.Where(i => i.Labels.ContainsKey(WorkloadActor.LabelWorkload)).ToLookup(i => i.Labels[WorkloadActor.LabelWorkload]);
-                await Task.WhenAll(_actors.Values.Select(a => a.Reconcile([.. byWorkload[a.Name]])));
-                deps.LauncherEvents = true;
-                backoff = TimeSpan.FromMilliseconds(500);
-                _ = ReconciledWhenDoneAsync(listedAt);
-                await foreach (var e in events.ResponseStream.ReadAllAsync(stoppingToken))
-                {
-                    if (e.Type == InstanceEvent.Types.Type.Exited && _actors.TryGetValue(e.Instance.Workload, out var actor))
-                        await actor.InstanceExited(e.Instance);
-                }
+                    up = true;
+                    setConnected(true);
+                    backoff = TimeSpan.FromMilliseconds(500);
+                });
             }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested && e is RpcException or IOException or InvalidOperationException)
             {
-                if (deps.LauncherEvents) _logger.LogWarning("Launcher events lost ({Error}); running workloads are left alone until it is back", (e as RpcException)?.StatusCode.ToString() ?? e.Message);
+                if (up) _logger.LogWarning("{What} lost ({Error}); {Meanwhile}", what, (e as RpcException)?.StatusCode.ToString() ?? e.Message, meanwhile);
             }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            catch (Exception e) when (stoppingToken.IsCancellationRequested && e is OperationCanceledException or RpcException)
             {
                 return;
             }
-            catch (RpcException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            deps.LauncherEvents = false;
+            up = false;
+            setConnected(false);
             try
             {
                 await Task.Delay(backoff, time, stoppingToken);
@@ -211,52 +239,5 @@ public sealed class SupervisorEngine(
         }
         if (Reconciled.TrySetResult())
             _logger.LogInformation("Reconciled {Count} workloads with the launcher in {Elapsed} ms", _actors.Count, (long)time.GetElapsedTime(startedAt).TotalMilliseconds);
-    }
-
-    /// <summary>Follows the Monitor's transitions; an UNHEALTHY verdict on a target "supervisor/NAME/GEN/KIND" goes to its
-    /// workload. After a reconnect every workload adds its targets again (the monitor may have restarted).</summary>
-    private async Task PumpMonitorAsync(CancellationToken stoppingToken)
-    {
-        var backoff = TimeSpan.FromMilliseconds(500);
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                using var statuses = deps.Monitor.WatchStatuses(new WatchStatusesRequest { IncludeCurrent = true }, cancellationToken: stoppingToken);
-                await statuses.ResponseHeadersAsync;
-                deps.MonitorStatuses = true;
-                backoff = TimeSpan.FromMilliseconds(500);
-                foreach (var actor in _actors.Values) await actor.MonitorReconnected();
-                await foreach (var status in statuses.ResponseStream.ReadAllAsync(stoppingToken))
-                {
-                    if (status.State != AgentStatus.Types.State.Unhealthy || !status.TargetId.StartsWith(WorkloadActor.TargetPrefix, StringComparison.Ordinal)) continue;
-                    var parts = status.TargetId[WorkloadActor.TargetPrefix.Length..].Split('/');
-                    if (parts.Length == 3 && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && _actors.TryGetValue(parts[0], out var actor))
-                        await actor.Unhealthy(generation, parts[2], status.Detail);
-                }
-            }
-            catch (Exception e) when (!stoppingToken.IsCancellationRequested && e is RpcException or IOException or InvalidOperationException)
-            {
-                if (deps.MonitorStatuses) _logger.LogWarning("Monitor statuses lost ({Error}); health verdicts are missing until it is back", (e as RpcException)?.StatusCode.ToString() ?? e.Message);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (RpcException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            deps.MonitorStatuses = false;
-            try
-            {
-                await Task.Delay(backoff, time, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
-        }
     }
 }

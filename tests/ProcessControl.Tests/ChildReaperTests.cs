@@ -65,21 +65,21 @@ public class ChildReaperTests
     public async Task An_orphaned_setsid_grandchild_is_adopted_and_reaped_leaving_no_zombie()
     {
         var pidFile = Path.GetTempFileName();
-        var child = Sh($"setsid sh -c 'echo $$ > {pidFile}; sleep 0.3' & sleep 0.1; exit 0");
-        await child.Exited.WaitAsync(Timeout);
-        var grandchild = int.Parse(File.ReadAllText(pidFile).Trim());
-
-        var reaped = new TaskCompletionSource<ExitStatus>();
-        void OnReaped(int pid, ExitStatus status)
-        {
-            if (pid == grandchild) reaped.TrySetResult(status);
-        }
+        // Listen before anything starts: on a loaded machine the grandchild may be gone before its pid is read.
+        var reaped = new System.Collections.Concurrent.ConcurrentDictionary<int, ExitStatus>();
+        void OnReaped(int pid, ExitStatus status) => reaped[pid] = status;
         Reaper.Reaped += OnReaped;
         try
         {
+            var child = Sh($"setsid sh -c 'echo $$ > {pidFile}; sleep 0.3' & sleep 0.1; exit 0");
+            await child.Exited.WaitAsync(Timeout);
+            var grandchild = int.Parse(File.ReadAllText(pidFile).Trim());
+
             // Its parent is gone, so it is ours now (we are a subreaper), and we reap it when it exits.
             if (ProcFs.ReadStat(grandchild) is { IsZombie: false } stat) Assert.Equal(Environment.ProcessId, stat.ParentPid);
-            Assert.Equal(new ExitStatus(0, null), await reaped.Task.WaitAsync(Timeout));
+            var deadline = DateTime.UtcNow + Timeout;
+            while (!reaped.ContainsKey(grandchild) && DateTime.UtcNow < deadline) await Task.Delay(10);
+            Assert.Equal(new ExitStatus(0, null), reaped[grandchild]);
             Assert.Null(ProcFs.ReadStat(grandchild)); // gone entirely: not a zombie
         }
         finally
