@@ -20,8 +20,9 @@ public sealed class TmuxTests : MonitorTestBase
 
     public override async Task DisposeAsync()
     {
-        await base.DisposeAsync();
+        // Before the base deletes the data directory, socket and all: the server (and its panes) must go with the test.
         if (File.Exists(Socket)) await TmuxAsync("kill-server");
+        await base.DisposeAsync();
     }
 
     private Target PaneTarget(string id, string pane)
