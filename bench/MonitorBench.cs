@@ -296,12 +296,13 @@ public static class MonitorBench
         var results = new List<double>();
         var done = 0;
         TaskCompletionSource all = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        void OnProbed(AgentStatus _)
+        var targets = Enumerable.Range(0, count).Select(make).ToList();
+        var ids = targets.Select(t => t.Id).ToHashSet(); // other targets of the engine do not count
+        void OnProbed(AgentStatus s)
         {
-            if (Interlocked.Increment(ref done) == count) all.TrySetResult();
+            if (ids.Contains(s.TargetId) && Interlocked.Increment(ref done) == count) all.TrySetResult();
         }
         engine.Engine.Probed += OnProbed;
-        var targets = Enumerable.Range(0, count).Select(make).ToList();
         foreach (var t in targets) t.Interval = Duration.FromTimeSpan(TimeSpan.FromHours(1));
         for (var cycle = 0; cycle < cycles + 2; cycle++)
         {
