@@ -103,11 +103,11 @@ public sealed class InstanceManager(
     /// <summary>Starts an instance; the same request id (even concurrently) starts one process and answers with it.</summary>
     public Task<Instance> LaunchAsync(ResolvedLaunch launch)
     {
-        if (launch.RequestId.Length == 0) return Task.Run(() => Start(launch));
+        if (launch.RequestId.Length == 0) return Task.Run(() => StartAsync(launch));
         lock (_requestsLock)
         {
             if (_requests.TryGetValue(launch.RequestId, out var existing)) return existing;
-            var started = Task.Run(() => Start(launch));
+            var started = Task.Run(() => StartAsync(launch));
             _requests[launch.RequestId] = started;
             // A launch that failed is forgotten: the caller may fix the problem and try the same id again.
             started.ContinueWith(t => { lock (_requestsLock) _requests.Remove(launch.RequestId); },
@@ -116,7 +116,7 @@ public sealed class InstanceManager(
         }
     }
 
-    private Instance Start(ResolvedLaunch launch)
+    private async Task<Instance> StartAsync(ResolvedLaunch launch)
     {
         var id = System.Ulid.NewUlid().ToString();
         var logDirectory = Path.Combine(_dataDirectory, "instances", id);
@@ -129,7 +129,8 @@ public sealed class InstanceManager(
             ["PLATFORM_NODE"] = _node,
         };
         if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
-        var sessionId = RegisterBeforeStart is { } register ? register(id, launch.Workload, _node, launch.Labels).GetAwaiter().GetResult() : null;
+        // Awaited, never waited on: a pool thread blocked on a gRPC call starves the pool on a small machine.
+        var sessionId = RegisterBeforeStart is { } register ? await register(id, launch.Workload, _node, launch.Labels) : null;
         if (sessionId is not null) env["PLATFORM_SESSION_ID"] = sessionId;
         // The caller's trace continues in the child: under the Launch call's server span when that span is in the
         // caller's trace, else directly under the caller's own context (as the request carried it).
