@@ -61,6 +61,7 @@ public static class SupervisorBench
             var started = System.Threading.Channels.Channel.CreateUnbounded<InstanceEvent>();
             var lastExit = DateTime.MinValue;
             var exitSeen = new List<double>();
+            var rtts = new List<double>();
             var pump = Task.Run(async () =>
             {
                 try
@@ -94,6 +95,9 @@ public static class SupervisorBench
             {
                 var identity = ProcFs.Identify((int)current.Instance.Pid)!.Value;
                 await Task.Delay(20);
+                var rtt = Stopwatch.StartNew();
+                await launcherClient.GetInstanceAsync(new GetInstanceRequest { Id = current.Instance.Id });
+                if (i >= 30) rtts.Add(rtt.Elapsed.TotalMilliseconds);
                 var killedAt = DateTime.UtcNow;
                 ProcessTree.Signal(identity, ProcessTree.SIGKILL);
                 current = await started.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
@@ -110,6 +114,8 @@ public static class SupervisorBench
             rows.Add(("crash -> running again, zero backoff: p99 (ms)", "-", $"{p99:0.00}", "< 10", p99 < 10));
             exitSeen.Sort();
             rows.Add(("  of which SIGKILL -> launcher's EXITED: p50 (ms)", "-", $"{exitSeen[exitSeen.Count / 2]:0.00}", "-", true));
+            rtts.Sort();
+            rows.Add(("  a unary call to the launcher at rest, p50 (ms)", "-", $"{rtts[rtts.Count / 2]:0.00}", "-", true));
             rows.Add(("  the same, until the bench hears STARTED: p50 / p99 (ms)", "-", $"{received[received.Count / 2]:0.0}/{received[(int)(received.Count * 0.99)]:0.0}", "-", true));
             await client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "crasher" });
 
