@@ -121,11 +121,6 @@ public static class LauncherBench
             Directory.Delete(data, recursive: true);
         }
 
-        Console.WriteLine();
-        Console.WriteLine($"| {"metric",-42} | {"supervisord / PM2",-30} | {"ours",-8} | {"target",-7} | met |");
-        Console.WriteLine($"|{new string('-', 44)}|{new string('-', 32)}|{new string('-', 10)}|{new string('-', 9)}|-----|");
-        foreach (var (metric, others, ours, target, met) in rows)
-            Console.WriteLine($"| {metric,-42} | {others,-30} | {ours,8} | {target,-7} | {(met ? "yes" : "NO"),-3} |");
-        return rows.All(r => r.Met) ? 0 : 1;
+        return Table.Print("supervisord / PM2", rows);
     }
 }

@@ -49,12 +49,7 @@ public static class MonitorBench
             Directory.Delete(data, recursive: true);
         }
 
-        Console.WriteLine();
-        Console.WriteLine($"| {"metric",-58} | {"Tmux-Orchestrator's way",-24} | {"ours",-9} | {"target",-8} | met |");
-        Console.WriteLine($"|{new string('-', 60)}|{new string('-', 26)}|{new string('-', 11)}|{new string('-', 10)}|-----|");
-        foreach (var (metric, theirs, ours, target, met) in Rows)
-            Console.WriteLine($"| {metric,-58} | {theirs,-24} | {ours,9} | {target,-8} | {(met ? "yes" : "NO"),-3} |");
-        return Rows.All(r => r.Met) ? 0 : 1;
+        return Table.Print("Tmux-Orchestrator's way", Rows);
     }
 
     // ---------------------------------------------------------------- tmux

@@ -59,12 +59,7 @@ public static class RegistryBench
             rows.Add(("RSS with 100,000 live sessions (MiB)", "122 (100k keys)", $"{rss:0}", "< 150", rss < 150));
         });
 
-        Console.WriteLine();
-        Console.WriteLine($"| {"metric",-38} | {"etcd 3.4",-15} | {"ours",-10} | {"target",-9} | met |");
-        Console.WriteLine($"|{new string('-', 40)}|{new string('-', 17)}|{new string('-', 12)}|{new string('-', 11)}|-----|");
-        foreach (var (metric, etcd, ours, target, met) in rows)
-            Console.WriteLine($"| {metric,-38} | {etcd,-15} | {ours,10} | {target,-9} | {(met ? "yes" : "NO"),-3} |");
-        return rows.All(r => r.Met) ? 0 : 1;
+        return Table.Print("etcd 3.4", rows);
     }
 
     private static async Task WithRegistryAsync(string dll,

@@ -119,7 +119,7 @@ public static class SupervisorBench
             rows.Add(("  the same, until the bench hears STARTED: p50 / p99 (ms)", "-", $"{received[received.Count / 2]:0.0}/{received[(int)(received.Count * 0.99)]:0.0}", "-", true));
             await client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "crasher" });
 
-            if (args.Contains("latency")) return Print(rows);
+            if (args.Contains("latency")) return Table.Print("PM2 / supervisord", rows);
 
             // 2. 1,000 supervised workloads, then the supervisor SIGKILLed and started again.
             var clock = Stopwatch.StartNew();
@@ -175,17 +175,7 @@ public static class SupervisorBench
             Directory.Delete(data, recursive: true);
         }
 
-        return Print(rows);
-    }
-
-    private static int Print(List<(string Metric, string Others, string Ours, string Target, bool Met)> rows)
-    {
-        Console.WriteLine();
-        Console.WriteLine($"| {"metric",-60} | {"PM2 / supervisord",-26} | {"ours",-9} | {"target",-9} | met |");
-        Console.WriteLine($"|{new string('-', 62)}|{new string('-', 28)}|{new string('-', 11)}|{new string('-', 11)}|-----|");
-        foreach (var (metric, others, ours, target, met) in rows)
-            Console.WriteLine($"| {metric,-60} | {others,-26} | {ours,9} | {target,-9} | {(met ? "yes" : "NO"),-3} |");
-        return rows.All(r => r.Met) ? 0 : 1;
+        return Table.Print("PM2 / supervisord", rows);
     }
 
     private static async Task<List<Workload>> AllAsync(Supervisor.V1.Supervisor.SupervisorClient client)

@@ -24,7 +24,8 @@ public abstract class SupervisorTestBase : IAsyncLifetime
     protected V1.Supervisor.SupervisorClient Client = null!;
     protected Launcher.V1.Launcher.LauncherClient LauncherClient = null!;
     private GrpcChannel? _supervisorChannel;
-    protected int LauncherPort = ServiceProcess.FreePort();
+    /// <summary>0 until the launcher first binds (any free port); then its port, so a restarted launcher keeps it.</summary>
+    protected int LauncherPort;
 
     public virtual async Task InitializeAsync()
     {
@@ -61,6 +62,7 @@ public abstract class SupervisorTestBase : IAsyncLifetime
                 o.Templates["sleeper"] = new TemplateOptions { Executable = "sleep", Args = ["300"] };
             });
         }, app => app.MapLauncher(), LauncherPort);
+        LauncherPort = new Uri(LauncherHost.Address).Port;
         LauncherClient = new Launcher.V1.Launcher.LauncherClient(LauncherHost.NewChannel());
     }
 
