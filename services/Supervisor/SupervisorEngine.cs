@@ -105,7 +105,7 @@ public sealed class SupervisorEngine(
     }
 
     public Task<Workload>? RestartAsync(string name, string reason) =>
-        _actors.TryGetValue(name, out var actor) ? actor.RestartAsync(actor.Snapshot.Status.Generation, reason) : null;
+        _actors.TryGetValue(name, out var actor) ? actor.RestartAsync(actor.Snapshot.Status.Generation, reason, time.GetUtcNow()) : null;
 
     public ChannelReader<WorkloadEvent> Watch(string name, out IDisposable subscription)
     {

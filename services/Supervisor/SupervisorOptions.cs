@@ -14,6 +14,10 @@ public sealed class SupervisorOptions
     /// targets the Monitor did not take).</summary>
     public TimeSpan ResyncInterval { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>A restart by hand that arrives this soon after the workload (re)started is the same restart: the caller
+    /// asked for a fresh instance and it has one (a trigger storm makes one restart).</summary>
+    public TimeSpan ManualRestartCoalesce { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Deadline of one call to the Launcher or the Monitor (a stop waits for its grace on top).</summary>
     public TimeSpan CallTimeout { get; set; } = TimeSpan.FromSeconds(5);
 }

@@ -143,9 +143,13 @@ public sealed class WorkloadActor
     });
 
     /// <summary>A restart by hand; coalesced with any other trigger about the same generation.</summary>
-    public Task<Workload> RestartAsync(long generationSeen, string reason) => Ask(async () =>
+    public Task<Workload> RestartAsync(long generationSeen, string reason, DateTimeOffset requestedAt) => Ask(async () =>
     {
         if (generationSeen != _workload.Status.Generation) return Snapshot; // already restarted meanwhile
+        if (_workload.Status.Phase == Phase.Pending) return Snapshot;  // a start is under way
+        if (_workload.Status.InstanceId.Length > 0 && _tracker.State.StartedAt is { } started && _workload.Status.Generation > 1 &&
+            requestedAt - started < _options.ManualRestartCoalesce)
+            return Snapshot; // it restarted just before the request: that restart is the one asked for
         var why = reason.Length > 0 ? $"manual: {reason}" : "manual";
         if (_workload.Status.InstanceId.Length > 0 && !await StopCurrentAsync(why))
             throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is left as it is"));
