@@ -116,6 +116,7 @@ public sealed class WorkloadActor
             throw new RpcException(new Grpc.Core.Status(StatusCode.FailedPrecondition,
                 $"workload '{Name}' is {phase} (restarting); its launch spec cannot change now. Apply again once it runs, or restart it by hand"));
         var healthChanged = !Equals(spec.Health, _workload.Health);
+        var previousLaunch = _workload.Launch;
         _workload.Launch = spec.Launch;
         _workload.RestartPolicy = spec.RestartPolicy;
         _workload.Health = spec.Health;
@@ -131,7 +132,17 @@ public sealed class WorkloadActor
             if (await StopCurrentAsync("launch spec changed"))
             {
                 _tracker.RestartNow();
-                await StartAsync("launch spec changed");
+                if (await StartAsync("launch spec changed") is { } refusal)
+                {
+                    // The launcher refused the new spec (unknown template, missing executable): back to the previous
+                    // one, started again at once, and the caller hears why. The spec is as it was before the call.
+                    _workload.Launch = previousLaunch;
+                    _tracker.RestartNow();
+                    Save(Phase.Pending, $"the new launch spec was refused ({refusal.Status.Detail}); back to the previous one");
+                    await StartAsync("previous launch spec restored");
+                    throw new RpcException(new Grpc.Core.Status(refusal.StatusCode,
+                        $"the launcher refused the new launch spec: {refusal.Status.Detail}; workload '{Name}' keeps its previous launch spec"));
+                }
             }
         }
         else if (healthChanged && _workload.Status.InstanceId.Length > 0)

@@ -138,6 +138,19 @@ public sealed class BadInputTests : SupervisorTestBase
     };
 
     [Fact]
+    public async Task An_update_to_an_unknown_template_is_refused_and_the_workload_keeps_its_previous_spec()
+    {
+        await ApplyAsync(new Workload { Name = "templated", Launch = new Launcher.V1.LaunchSpec { Template = "sleeper" } });
+        await RunningAsync("templated", 1);
+        await AssertStatus(Grpc.Core.StatusCode.NotFound, ApplyAsync(new Workload { Name = "templated", Launch = new Launcher.V1.LaunchSpec { Template = "nosuch" } }),
+            "keeps its previous launch spec");
+        var after = await WaitAsync("templated", w => w.Status.Phase == Phase.Running, "templated running again");
+        Assert.Equal("sleeper", after.Launch.Template);
+        var live = Assert.Single(await LiveInstancesAsync("templated"));
+        Assert.Equal("sleeper", live.Template);
+    }
+
+    [Fact]
     public async Task Missing_things_and_bad_names()
     {
         await AssertStatus(Grpc.Core.StatusCode.NotFound, Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "nosuch" }).ResponseAsync);
