@@ -51,10 +51,10 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         public Task? Hung;
     }
 
-    private sealed class Watcher(string targetId, string workload)
+    private sealed class Watcher(string targetId, string workload, int capacity)
     {
         public Channel<AgentStatus> Channel { get; } = System.Threading.Channels.Channel.CreateBounded<AgentStatus>(
-            new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
+            new BoundedChannelOptions(capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         public bool Matches(AgentStatus s) => (targetId.Length == 0 || s.TargetId == targetId) && (workload.Length == 0 || s.Workload == workload);
     }
 
@@ -156,17 +156,19 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     /// <summary>Transitions of matching targets; with <paramref name="includeCurrent"/> first their current status.</summary>
     public ChannelReader<AgentStatus> Watch(string targetId, string workload, bool includeCurrent, out IDisposable subscription)
     {
-        var watcher = new Watcher(targetId, workload);
         lock (_lock)
         {
-            if (includeCurrent)
-                foreach (var e in _targets.Values.OrderBy(e => e.Spec.Id, StringComparer.Ordinal))
-                    if (watcher.Matches(e.Status) && !watcher.Channel.Writer.TryWrite(e.Status))
-                        throw new RpcException(new Status(StatusCode.ResourceExhausted, "too many matching targets for include_current; filter by target_id or workload"));
+            // Room for the current picture (however many targets) plus 4,096 transitions.
+            var current = includeCurrent
+                ? _targets.Values.Select(e => e.Status).Where(s => (targetId.Length == 0 || s.TargetId == targetId) && (workload.Length == 0 || s.Workload == workload))
+                    .OrderBy(s => s.TargetId, StringComparer.Ordinal).ToList()
+                : [];
+            var watcher = new Watcher(targetId, workload, 4096 + current.Count);
+            foreach (var status in current) watcher.Channel.Writer.TryWrite(status);
             _watchers.Add(watcher);
+            subscription = new Unsubscribe(this, watcher);
+            return watcher.Channel.Reader;
         }
-        subscription = new Unsubscribe(this, watcher);
-        return watcher.Channel.Reader;
     }
 
     private sealed class Unsubscribe(MonitorEngine engine, Watcher watcher) : IDisposable
