@@ -18,8 +18,6 @@ public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, 
         var spec = TargetValidation.Validate(request.Target, options.Value, v);
         if (request.Target is { } t && t.Id.StartsWith(RegistryDiscovery.IdPrefix, StringComparison.Ordinal))
             v.Add("target.id", $"the prefix '{RegistryDiscovery.IdPrefix}' is kept for targets discovered from registry sessions");
-        if (request.Target is { ProbeCase: Target.ProbeOneofCase.TmuxPane } pane && pane.TmuxPane.Target.Contains('\''))
-            v.Add("target.tmux_pane.target", "must not contain a single quote");
         v.ThrowIfAny();
         if (spec!.Target.ProbeCase == Target.ProbeOneofCase.TmuxPane) await CheckTmuxPaneAsync(spec, context.CancellationToken);
         return engine.Upsert(spec);

@@ -310,19 +310,32 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         var elapsed = _time.GetElapsedTime(started);
         ProbeDuration.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("probe", entry.Spec.ProbeKind),
             new KeyValuePair<string, object?>("outcome", OutcomeNames[(int)result.Outcome]));
-        Apply(entry, result, elapsed);
-        Interlocked.Increment(ref _probesDone);
-        Probed?.Invoke(entry.Status);
-        lock (_lock)
+        try
         {
-            entry.Running = false;
-            if (entry.Removed) return;
-            var interval = ToTicks(entry.Spec.Interval);
-            var jitter = _options.Jitter > 0 ? (long)(interval * _options.Jitter * (Random.Shared.NextDouble() * 2 - 1)) : 0;
-            Schedule(entry, entry.Again ? _time.GetTimestamp() : _time.GetTimestamp() + interval + jitter);
-            entry.Again = false;
+            Apply(entry, result, elapsed);
+            Interlocked.Increment(ref _probesDone);
+            Probed?.Invoke(entry.Status);
         }
-        Signal();
+        catch (Exception e)
+        {
+            _logger.LogError(e, "Recording the probe of {Target} failed", entry.Spec.Id);
+        }
+        finally
+        {
+            // Whatever happened above, the target is probed again.
+            lock (_lock)
+            {
+                entry.Running = false;
+                if (!entry.Removed)
+                {
+                    var interval = ToTicks(entry.Spec.Interval);
+                    var jitter = _options.Jitter > 0 ? (long)(interval * _options.Jitter * (Random.Shared.NextDouble() * 2 - 1)) : 0;
+                    Schedule(entry, entry.Again ? _time.GetTimestamp() : _time.GetTimestamp() + interval + jitter);
+                    entry.Again = false;
+                }
+            }
+            Signal();
+        }
     }
 
     private void Apply(Entry entry, ProbeResult result, TimeSpan elapsed)

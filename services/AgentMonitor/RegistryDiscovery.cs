@@ -38,7 +38,6 @@ public sealed class RegistryDiscovery(
             try
             {
                 var revision = await ListAsync(stoppingToken);
-                backoff = TimeSpan.FromSeconds(1);
                 using var watch = registry.WatchSessions(new WatchSessionsRequest { FromRevision = revision }, cancellationToken: stoppingToken);
                 if (revision == 0)
                 {
@@ -48,7 +47,12 @@ public sealed class RegistryDiscovery(
                     await ListAsync(stoppingToken);
                 }
                 await foreach (var change in watch.ResponseStream.ReadAllAsync(stoppingToken))
+                {
                     Apply(change.Session);
+                    backoff = TimeSpan.FromSeconds(1); // the watch works: a later break starts the backoff afresh
+                }
+                // The stream ended cleanly (the registry is stopping): relist after a pause, not at once.
+                await Task.Delay(backoff, time, stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {

@@ -100,6 +100,8 @@ public static class TargetValidation
             case Target.ProbeOneofCase.TmuxPane:
                 if (target.TmuxPane.Target.Length == 0 || target.TmuxPane.Target.Any(char.IsControl))
                     v.Add(p + "tmux_pane.target", "is required: a tmux target such as 'session:window.pane' or a pane id like '%3'");
+                else if (target.TmuxPane.Target.Contains('\''))
+                    v.Add(p + "tmux_pane.target", "must not contain a single quote"); // it goes into a tmux command line, quoted
                 if (target.TmuxPane.SocketPath.Length > 0) AbsolutePath(target.TmuxPane.SocketPath, p + "tmux_pane.socket_path", v);
                 unhealthy = Patterns(target.TmuxPane.UnhealthyPatterns, p + "tmux_pane.unhealthy_patterns", v);
                 idle = Patterns(target.TmuxPane.IdlePatterns, p + "tmux_pane.idle_patterns", v);

@@ -28,6 +28,7 @@ public sealed class BadInputTests : MonitorTestBase
         { "relative url", """{"id":"x","http":{"url":"/healthz"}}""", "target.http.url" },
         { "bad regex", """{"id":"x","outputActivity":{"path":"/tmp/log","unhealthyPatterns":["(unclosed"]}}""", "target.output_activity.unhealthy_patterns[0]" },
         { "empty tmux target", """{"id":"x","tmuxPane":{"target":""}}""", "target.tmux_pane.target" },
+        { "quote in tmux target", """{"id":"x","tmuxPane":{"target":"a'; kill-server; '"}}""", "target.tmux_pane.target" },
         { "session prefix", """{"id":"session/abc","process":{"pid":1}}""", "target.id" },
         { "no registry session", """{"id":"x","registryHeartbeat":{}}""", "target.registry_heartbeat.session_id" },
     };

@@ -28,7 +28,7 @@ public sealed class TmuxConnection : IAsyncDisposable
     private sealed class PaneActivity
     {
         public long LastOutputUtcTicks;
-        public volatile Action? OnOutput;
+        public Action? OnOutput;
     }
 
     private TmuxConnection(SpawnedProcess process, string sessionName, TimeProvider time)
@@ -72,7 +72,7 @@ public sealed class TmuxConnection : IAsyncDisposable
         try
         {
             await connection._ready.Task.WaitAsync(TimeSpan.FromSeconds(5), cancellationToken);
-            await connection.CommandAsync($"set-option -t '{session}' destroy-unattached on", cancellationToken);
+            await connection.CommandAsync($"set-option -t '{session}' destroy-unattached on", cancellationToken).WaitAsync(TimeSpan.FromSeconds(5), cancellationToken);
             return connection;
         }
         catch
@@ -90,6 +90,7 @@ public sealed class TmuxConnection : IAsyncDisposable
             await connection.DisposeAsync();
             if (stderr.Length > 0)
                 throw new TmuxException($"tmux: {stderr}", serverMissing: stderr.Contains("connect", StringComparison.Ordinal) || stderr.Contains("no server", StringComparison.Ordinal));
+            if (!cancellationToken.IsCancellationRequested) throw new TmuxException("tmux did not answer its control client within 5 s", serverMissing: false);
             throw;
         }
     }
@@ -104,6 +105,8 @@ public sealed class TmuxConnection : IAsyncDisposable
             {
                 if (_closedReason is { } reason) throw new TmuxException(reason, serverMissing: true);
                 _pending.Enqueue(reply);
+                // Closed between the check and the enqueue: fail this reply too (Close empties the queue).
+                if (_closedReason is { } closed) Close(closed);
                 // A short blocking write to a pipe: tmux reads its control client at once.
                 _input.Write(command);
                 _input.Write('\n');
@@ -188,7 +191,16 @@ public sealed class TmuxConnection : IAsyncDisposable
     public long LastOutput(string paneId) => _panes.TryGetValue(paneId, out var pane) ? Interlocked.Read(ref pane.LastOutputUtcTicks) : 0;
 
     /// <summary>Calls <paramref name="onOutput"/> once, on the pane's next output.</summary>
-    public void NotifyOnNextOutput(string paneId, Action onOutput) => _panes.GetOrAdd(paneId, _ => new PaneActivity()).OnOutput = onOutput;
+    public void NotifyOnNextOutput(string paneId, Action onOutput)
+    {
+        var pane = _panes.GetOrAdd(paneId, _ => new PaneActivity());
+        Action? seen, combined;
+        do
+        {
+            seen = pane.OnOutput;
+            combined = (Action?)Delegate.Combine(seen, onOutput);
+        } while (Interlocked.CompareExchange(ref pane.OnOutput, combined, seen) != seen);
+    }
 
     private void ReadLoop()
     {
@@ -239,11 +251,7 @@ public sealed class TmuxConnection : IAsyncDisposable
         var paneId = end < 0 ? line[8..] : line[8..end];
         var pane = _panes.GetOrAdd(paneId, _ => new PaneActivity());
         Interlocked.Exchange(ref pane.LastOutputUtcTicks, _time.GetUtcNow().UtcTicks);
-        if (pane.OnOutput is { } callback)
-        {
-            pane.OnOutput = null;
-            callback();
-        }
+        if (Volatile.Read(ref pane.OnOutput) is not null && Interlocked.Exchange(ref pane.OnOutput, null) is { } callback) callback();
     }
 
     private static string Field(string line, int index)

@@ -4,10 +4,11 @@ namespace Platform.AgentMonitor.Probes;
 /// A tmux pane over its server's control-mode connection: the pane must exist and not be dead; its %output is
 /// activity (seen as it happens); with patterns, the pane's visible content is captured over the same connection.
 /// </summary>
-internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, int patternLines) : IProbe
+internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, int patternLines) : IBlockingProbe
 {
     private static readonly TimeSpan PaneListMaxAge = TimeSpan.FromMilliseconds(200);
     private string? _paneId;
+    private TmuxConnection? _paneConnection; // pane ids are per server: a new server (connection) means resolve again
     private string? _watchedPane;
     private DateTimeOffset _watchedSince;
 
@@ -30,6 +31,8 @@ internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, i
         {
             // The target is resolved once (strictly); later probes look the pane up by id in the server's shared
             // pane list. A pane that is gone is resolved afresh next time (the target may name a new pane).
+            if (_paneConnection != tmux) _paneId = null;
+            _paneConnection = tmux;
             if (_paneId is null) pane = await tmux.ResolvePaneAsync(probe.Target, cancellationToken);
             else
             {
@@ -83,7 +86,10 @@ internal sealed class TmuxPaneProbe(ProbeContext context, TmuxServers servers, i
             $"pane {probe.Target} ({_paneId}) running {pane.Command}");
         // A quiet pane that prints again is seen at once, not at the next interval.
         if (result.Outcome == ProbeOutcome.Alive && now - lastActivity >= context.Spec.IdleAfter)
+        {
             tmux.NotifyOnNextOutput(_paneId, context.ProbeNow);
+            if (tmux.LastOutput(_paneId) != lastOutput) context.ProbeNow(); // output slipped in before the callback was set
+        }
         return result;
     }
 
