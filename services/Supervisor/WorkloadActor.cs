@@ -40,6 +40,7 @@ public sealed class WorkloadActor
     private string? _previousAttempt;
     private bool _launchPending;
     private bool _reconciled;
+    private bool _reconcileAgain; // a reconcile could not finish (launcher unreachable): retried at the next resync
     private bool _targetsAdded;
     private long _targetsGeneration; // the generation whose targets the monitor may hold (0: none)
     private bool _deleted;
@@ -71,13 +72,17 @@ public sealed class WorkloadActor
     /// <summary>The workload as of its last change (never mutated once published).</summary>
     public Workload Snapshot { get; private set; }
 
-    public void Start() => _loop = Task.Run(RunAsync);
+    public void Start() => _loop = Task.Run(async () =>
+    {
+        await RunAsync();
+        await DrainAsync();
+    });
 
     // ------------------------------------------------------------------ messages
 
     private Task Post(Func<Task> message)
     {
-        _inbox.Writer.TryWrite(message);
+        _inbox.Writer.TryWrite(() => _deleted ? Task.CompletedTask : message());
         return Task.CompletedTask;
     }
 
@@ -88,6 +93,7 @@ public sealed class WorkloadActor
         {
             try
             {
+                if (_deleted) throw new RpcException(new Grpc.Core.Status(StatusCode.NotFound, $"workload '{Name}' was deleted"));
                 reply.TrySetResult(await question());
             }
             catch (Exception e)
@@ -112,11 +118,15 @@ public sealed class WorkloadActor
     {
         var launchChanged = !spec.Launch.Equals(_workload.Launch);
         var phase = _workload.Status.Phase;
-        if (launchChanged && phase is Phase.BackingOff or Phase.CoolingOff)
+        if (launchChanged && (phase is Phase.BackingOff or Phase.CoolingOff || _launchPending))
             throw new RpcException(new Grpc.Core.Status(StatusCode.FailedPrecondition,
                 $"workload '{Name}' is {phase} (restarting); its launch spec cannot change now. Apply again once it runs, or restart it by hand"));
         var healthChanged = !Equals(spec.Health, _workload.Health);
         var previousLaunch = _workload.Launch;
+        // A new launch spec takes effect by a restart: stop the old tree first; if that cannot be done, nothing changes.
+        var restart = launchChanged && _workload.Status.InstanceId.Length > 0;
+        if (restart && !await StopCurrentAsync("launch spec changed"))
+            throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' keeps running its current launch spec"));
         _workload.Launch = spec.Launch;
         _workload.RestartPolicy = spec.RestartPolicy;
         _workload.Health = spec.Health;
@@ -126,28 +136,27 @@ public sealed class WorkloadActor
         _workload.UpdateTime = Timestamp.FromDateTimeOffset(_time.GetUtcNow());
         _tracker.Policy = WorkloadValidation.ToPolicy(spec.RestartPolicy);
         Save(phase, "updated");
-        if (launchChanged && _workload.Status.InstanceId.Length > 0)
+        if (restart)
         {
-            // A new launch spec takes effect by a restart: stop the old tree, then start the new one.
-            if (await StopCurrentAsync("launch spec changed"))
+            _tracker.RestartNow();
+            if (await StartAsync("launch spec changed") is { } refusal)
             {
+                // The launcher refused the new spec (unknown template, missing executable): back to the previous
+                // one, started again at once, and the caller hears why. The spec is as it was before the call.
+                _workload.Launch = previousLaunch;
                 _tracker.RestartNow();
-                if (await StartAsync("launch spec changed") is { } refusal)
-                {
-                    // The launcher refused the new spec (unknown template, missing executable): back to the previous
-                    // one, started again at once, and the caller hears why. The spec is as it was before the call.
-                    _workload.Launch = previousLaunch;
-                    _tracker.RestartNow();
-                    Save(Phase.Pending, $"the new launch spec was refused ({refusal.Status.Detail}); back to the previous one");
-                    await StartAsync("previous launch spec restored");
-                    throw new RpcException(new Grpc.Core.Status(refusal.StatusCode,
-                        $"the launcher refused the new launch spec: {refusal.Status.Detail}; workload '{Name}' keeps its previous launch spec"));
-                }
+                Save(Phase.Pending, $"the new launch spec was refused ({refusal.Status.Detail}); back to the previous one");
+                await StartAsync("previous launch spec restored");
+                throw new RpcException(new Grpc.Core.Status(refusal.StatusCode,
+                    $"the launcher refused the new launch spec: {refusal.Status.Detail}; workload '{Name}' keeps its previous launch spec"));
             }
         }
         else if (healthChanged && _workload.Status.InstanceId.Length > 0)
         {
-            await RemoveTargetsAsync(_workload.Status.Generation);
+            // Removed before the new ones are added under the same ids (a late removal would drop the new ones).
+            _targetsAdded = false;
+            _targetsGeneration = 0;
+            await RemoveTargetsInBackgroundAsync(_workload.Status.Generation);
             await EnsureTargetsAsync();
         }
         return Snapshot;
@@ -171,12 +180,19 @@ public sealed class WorkloadActor
 
     public Task DeleteAsync() => Ask(async () =>
     {
+        // A launch that may have happened without an answer: ask again under the same request id (the launcher
+        // answers with that instance, or starts it), so it can be stopped rather than left unsupervised.
+        if (_launchPending) await StartAsync("deleting");
         if (_workload.Status.InstanceId.Length > 0 && !await StopCurrentAsync("deleted"))
             throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is still running and was not deleted"));
-        _deleted = true;
         _tracker.Stop();
         _store.Delete(Name);
-        Publish(_workload.Status.Phase, Phase.Stopped, "deleted");
+        var previous = _workload.Status.Phase;
+        _workload.Status.Phase = Phase.Stopped;
+        _workload.Status.Message = "deleted";
+        Snapshot = _workload.Clone();
+        Publish(previous, Phase.Stopped, "deleted");
+        _deleted = true;
         _inbox.Writer.TryComplete();
         await _stop.CancelAsync();
         return true;
@@ -221,8 +237,9 @@ public sealed class WorkloadActor
         {
             try
             {
-                while (_inbox.Reader.TryRead(out var message)) await message();
-                if (_deleted) return;
+                while (!_deleted && _inbox.Reader.TryRead(out var message)) await message();
+                if (_deleted) break;
+                if (_reconcileAgain && _reconciled) await ResyncAsync();
                 if (_reconciled && _tracker.IsDue && _time.GetUtcNow() >= _retryAt) await StartAsync(_workload.Status.Generation == 0 ? "created" : RestartReason());
                 if (_tracker.Refresh()) Save(Phase.Running, "running stably; restart count reset");
                 if (_workload.Status.InstanceId.Length > 0 && !_targetsAdded) await EnsureTargetsAsync();
@@ -239,7 +256,7 @@ public sealed class WorkloadActor
                     await wait.CancelAsync();
                 }
                 else await read;
-                if (read.IsCompletedSuccessfully && !read.Result) return; // inbox completed: deleted
+                if (read.IsCompletedSuccessfully && !read.Result) break; // inbox completed: deleted
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
@@ -259,6 +276,13 @@ public sealed class WorkloadActor
                 }
             }
         }
+    }
+
+    /// <summary>After the loop: every question still queued is answered (NOT_FOUND once deleted), none left hanging.</summary>
+    private async Task DrainAsync()
+    {
+        _deleted = true;
+        while (_inbox.Reader.TryRead(out var message)) await message();
     }
 
     private DateTimeOffset NextWake()
@@ -292,7 +316,8 @@ public sealed class WorkloadActor
             Env = { _workload.Launch.Env },
             Workload = Name,
             Labels = { _workload.Labels },
-            RequestId = $"supervisor/{Name}/{generation}",
+            // Unique per incarnation of the name (a deleted and re-created workload starts at generation 1 again).
+            RequestId = $"supervisor/{Name}/{ActivityContext.Parse(_lifecycle, null).TraceId.ToHexString()}/{generation}",
             StopGrace = _workload.StopGrace ?? Duration.FromTimeSpan(_options.DefaultStopGrace),
         };
         request.Labels[LabelWorkload] = Name;
@@ -325,6 +350,10 @@ public sealed class WorkloadActor
             _retryAt = _time.GetUtcNow() + TimeSpan.FromSeconds(2);
             Save(Phase.Pending, $"the launcher is unreachable ({Message(e)}); generation {generation} starts when it is back");
             return null;
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && _stop.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(_stop.Token); // stopping: the launch stays pending (and is retried, fenced)
         }
         catch (RpcException e)
         {
@@ -397,6 +426,22 @@ public sealed class WorkloadActor
         Save(FromTracker(), Describe(DescribeExit(_workload.Status.LastExit)));
     }
 
+    /// <summary>Reconciles again from the launcher's running instances of this workload (after a failed reconcile).</summary>
+    private async Task ResyncAsync()
+    {
+        _reconcileAgain = false;
+        try
+        {
+            var page = await _deps.CallLauncherAsync(ct => _deps.Launcher.ListInstancesAsync(new ListInstancesRequest { Workload = Name, State = Instance.Types.State.Running, PageSize = 1000 },
+                deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+            await ReconcileAsync([.. page.Instances.Where(i => i.Labels.GetValueOrDefault(LabelWorkload) == Name)]);
+        }
+        catch (Exception e) when (Dependencies.IsUnreachable(e))
+        {
+            _reconcileAgain = true;
+        }
+    }
+
     private async Task ReconcileAsync(List<Instance> running)
     {
         var status = _workload.Status;
@@ -413,6 +458,7 @@ public sealed class WorkloadActor
             }
             catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException)
             {
+                _reconcileAgain = true; // the stray still runs: try again
             }
         }
         if (status.InstanceId.Length > 0 && running.All(i => i.Id != status.InstanceId))
@@ -425,6 +471,12 @@ public sealed class WorkloadActor
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
             {
+            }
+            catch (Exception e) when (Dependencies.IsUnreachable(e))
+            {
+                _reconcileAgain = true;
+                _reconciled = true; // starts stay impossible while an instance is current
+                return;
             }
             if (ended is null || ended.State == Instance.Types.State.Exited)
                 await HandleExitAsync(ended ?? new Instance { Id = status.InstanceId, State = Instance.Types.State.Exited }, ended is null ? "gone (the launcher has no record)" : "exited");
@@ -555,6 +607,7 @@ public sealed class WorkloadActor
 
     private void Save(Phase phase, string message)
     {
+        if (_deleted) return;
         var previous = Snapshot.Status.Phase;
         var s = _workload.Status;
         s.Phase = phase;

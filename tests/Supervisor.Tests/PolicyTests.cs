@@ -63,6 +63,28 @@ public sealed class PolicyTests : SupervisorTestBase
     }
 
     [Fact]
+    public async Task A_deleted_workload_is_stopped_said_so_to_watchers_and_can_be_created_afresh()
+    {
+        await ApplyAsync(Shell("phoenix", "exec sleep 300"));
+        var first = await RunningAsync("phoenix", 1);
+        using var watch = Client.WatchWorkloads(new WatchWorkloadsRequest { Name = "phoenix" });
+        await watch.ResponseHeadersAsync;
+        await Client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "phoenix" });
+        using var cts = new CancellationTokenSource(Timeout);
+        Assert.True(await watch.ResponseStream.MoveNext(cts.Token));
+        Assert.Equal(Phase.Stopped, watch.ResponseStream.Current.Workload.Status.Phase);
+        Assert.Equal("deleted", watch.ResponseStream.Current.Workload.Status.Message);
+        Assert.Empty(await LiveInstancesAsync("phoenix"));
+
+        // Created again under the same name: a new instance, not the old launch answered again.
+        await ApplyAsync(Shell("phoenix", "exec sleep 300"));
+        var again = await RunningAsync("phoenix", 1);
+        Assert.NotEqual(first.Status.InstanceId, again.Status.InstanceId);
+        Assert.NotEqual(first.Status.TraceId, again.Status.TraceId);
+        Assert.Single(await LiveInstancesAsync("phoenix"));
+    }
+
+    [Fact]
     public async Task On_failure_stops_after_a_clean_exit_and_never_does_not_restart()
     {
         await ApplyAsync(Shell("clean", "sleep 0.3; exit 0", new RestartPolicy { Mode = RestartPolicy.Types.Mode.OnFailure }));
