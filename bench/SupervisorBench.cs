@@ -48,7 +48,8 @@ public static class SupervisorBench
                 ["Logging__LogLevel__Default"] = "Warning",
                 ["Logging__LogLevel__Platform.Supervisor.SupervisorEngine"] = "Information",
             };
-            var supervisor = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Path.Combine(data, "supervisor"), supervisorEnv);
+            // Both supervisors (the first is SIGKILLed half-way) are disposed however the run ends: nothing left behind.
+            await using var supervisor = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Path.Combine(data, "supervisor"), supervisorEnv);
             using var launcherChannel = GrpcChannel.ForAddress(launcher.GrpcUrl);
             var launcherClient = new Launcher.V1.Launcher.LauncherClient(launcherChannel);
             var channel = GrpcChannel.ForAddress(supervisor.GrpcUrl);
@@ -141,7 +142,7 @@ public static class SupervisorBench
 
             await supervisor.KillAsync();
             clock.Restart();
-            var restarted = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Path.Combine(data, "supervisor"), supervisorEnv);
+            await using var restarted = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Path.Combine(data, "supervisor"), supervisorEnv);
             var serving = clock.Elapsed;
             while (!restarted.Output.Contains("Reconciled 1000 workloads", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(5);
             var reconciled = clock.Elapsed;
@@ -167,8 +168,6 @@ public static class SupervisorBench
 
             foreach (var w in after) await client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = w.Name });
             channel.Dispose();
-            await restarted.DisposeAsync();
-            await supervisor.DisposeAsync();
         }
         finally
         {
