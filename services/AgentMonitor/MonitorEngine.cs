@@ -36,7 +36,6 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     private readonly SemaphoreSlim _wake = new(0, 1);
     private readonly List<Watcher> _watchers = [];
     private long _lastTurn;
-    private long _probesDone;
     private CancellationToken _stopping;
 
     private sealed class Entry(TargetSpec spec, AgentStatus status)
@@ -55,7 +54,10 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     {
         public Channel<AgentStatus> Channel { get; } = System.Threading.Channels.Channel.CreateBounded<AgentStatus>(
             new BoundedChannelOptions(capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
-        public bool Matches(AgentStatus s) => (targetId.Length == 0 || s.TargetId == targetId) && (workload.Length == 0 || s.Workload == workload);
+        public bool Matches(AgentStatus s) => Filter(targetId, workload, s);
+
+        public static bool Filter(string targetId, string workload, AgentStatus s) =>
+            (targetId.Length == 0 || s.TargetId == targetId) && (workload.Length == 0 || s.Workload == workload);
     }
 
     public MonitorEngine(IOptions<MonitorOptions> options, TimeProvider time, ProbeFactory factory, ILogger<MonitorEngine> logger)
@@ -70,8 +72,6 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     /// <summary>Raised after every probe with the target's new status (for benchmarks; keep handlers cheap).</summary>
     public event Action<AgentStatus>? Probed;
 
-    /// <summary>Probes finished since start (for benchmarks and tests).</summary>
-    public long ProbesDone => Interlocked.Read(ref _probesDone);
 
     public int Count
     {
@@ -123,11 +123,6 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         return true;
     }
 
-    public Target? GetTarget(string id)
-    {
-        lock (_lock) return _targets.TryGetValue(id, out var e) ? e.Spec.Target : null;
-    }
-
     public AgentStatus? GetStatus(string id)
     {
         lock (_lock) return _targets.TryGetValue(id, out var e) ? e.Status : null;
@@ -160,7 +155,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         {
             // Room for the current picture (however many targets) plus 4,096 transitions.
             var current = includeCurrent
-                ? _targets.Values.Select(e => e.Status).Where(s => (targetId.Length == 0 || s.TargetId == targetId) && (workload.Length == 0 || s.Workload == workload))
+                ? _targets.Values.Select(e => e.Status).Where(s => Watcher.Filter(targetId, workload, s))
                     .OrderBy(s => s.TargetId, StringComparer.Ordinal).ToList()
                 : [];
             var watcher = new Watcher(targetId, workload, 4096 + current.Count);
@@ -313,7 +308,6 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         try
         {
             Apply(entry, result, elapsed);
-            Interlocked.Increment(ref _probesDone);
             Probed?.Invoke(entry.Status);
         }
         catch (Exception e)
@@ -412,11 +406,12 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var since = _time.GetElapsedTime(Volatile.Read(ref _lastTurn));
-        var data = new Dictionary<string, object> { ["targets"] = Count, ["probes_in_flight"] = Volatile.Read(ref _inFlight), ["loop_turned_seconds_ago"] = Math.Round(since.TotalSeconds, 3) };
+        var targets = Count;
+        var data = new Dictionary<string, object> { ["targets"] = targets, ["probes_in_flight"] = Volatile.Read(ref _inFlight), ["loop_turned_seconds_ago"] = Math.Round(since.TotalSeconds, 3) };
         if (ExecuteTask is { IsCompleted: true }) return Task.FromResult(HealthCheckResult.Unhealthy("the probe loop has ended", data: data));
         return Task.FromResult(since > _options.StallAfter
             ? HealthCheckResult.Unhealthy($"the probe loop has not turned for {since.TotalSeconds:0}s", data: data)
-            : HealthCheckResult.Healthy($"{Count} targets", data));
+            : HealthCheckResult.Healthy($"{targets} targets", data));
     }
 
     public override void Dispose()

@@ -19,14 +19,14 @@ public sealed class Dependencies : IHealthCheck
     {
         Launcher = launcher;
         Monitor = monitor;
-        LauncherPipeline = Breaker(_launcherState, time);
-        MonitorPipeline = Breaker(_monitorState, time);
+        _launcherPipeline = Breaker(_launcherState, time);
+        _monitorPipeline = Breaker(_monitorState, time);
     }
 
     public Launcher.V1.Launcher.LauncherClient Launcher { get; }
     public Monitor.V1.AgentMonitor.AgentMonitorClient Monitor { get; }
-    public ResiliencePipeline LauncherPipeline { get; }
-    public ResiliencePipeline MonitorPipeline { get; }
+    private readonly ResiliencePipeline _launcherPipeline;
+    private readonly ResiliencePipeline _monitorPipeline;
 
     /// <summary>Whether the Launcher's and the Monitor's event streams are connected.</summary>
     public volatile bool LauncherEvents;
@@ -46,10 +46,10 @@ public sealed class Dependencies : IHealthCheck
             .Build();
 
     public Task<T> CallLauncherAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken) =>
-        LauncherPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();
+        _launcherPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();
 
     public Task<T> CallMonitorAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken) =>
-        MonitorPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();
+        _monitorPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();
 
     /// <summary>The dependency did not answer (down, unreachable, too slow, or its breaker is open).</summary>
     public static bool IsUnreachable(Exception e) =>

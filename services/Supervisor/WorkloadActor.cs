@@ -37,6 +37,7 @@ public sealed class WorkloadActor
     private Workload _workload;
     private readonly RestartTracker _tracker;
     private readonly string _lifecycle;
+    private readonly ActivityContext _lifecycleContext; // parsed once: its trace id is the workload's
     private string? _previousAttempt;
     private bool _launchPending;
     private bool _reconciled;
@@ -59,6 +60,7 @@ public sealed class WorkloadActor
         _workload = record.Workload;
         _tracker = new RestartTracker(WorkloadValidation.ToPolicy(record.Workload.RestartPolicy), time, record.Restart);
         _lifecycle = record.LifecycleContext;
+        _lifecycleContext = ActivityContext.Parse(_lifecycle, null);
         _previousAttempt = record.PreviousAttempt;
         _reconciled = reconciled;
         // Generation N stored with no instance: its launch may or may not have happened; it is retried under the same
@@ -317,7 +319,7 @@ public sealed class WorkloadActor
             Workload = Name,
             Labels = { _workload.Labels },
             // Unique per incarnation of the name (a deleted and re-created workload starts at generation 1 again).
-            RequestId = $"supervisor/{Name}/{ActivityContext.Parse(_lifecycle, null).TraceId.ToHexString()}/{generation}",
+            RequestId = $"supervisor/{Name}/{_lifecycleContext.TraceId.ToHexString()}/{generation}",
             StopGrace = _workload.StopGrace ?? Duration.FromTimeSpan(_options.DefaultStopGrace),
         };
         request.Labels[LabelWorkload] = Name;
@@ -327,7 +329,7 @@ public sealed class WorkloadActor
         else request.Process = _workload.Launch.Process;
 
         // The start is a span of the workload's lifecycle trace, linked to the previous attempt; the child continues it.
-        var lifecycle = ActivityContext.Parse(_lifecycle, null);
+        var lifecycle = _lifecycleContext;
         var previous = Activity.Current;
         Activity.Current = null;
         ActivityLink[] links = _previousAttempt is not null && ActivityContext.TryParse(_previousAttempt, null, out var before) ? [new ActivityLink(before)] : [];
@@ -615,7 +617,7 @@ public sealed class WorkloadActor
         s.RestartCount = _tracker.RestartCount;
         s.TotalRestarts = _tracker.TotalRestarts;
         s.NextRestartTime = _tracker.NextStartAt is { } next && phase is Phase.BackingOff or Phase.CoolingOff ? Timestamp.FromDateTimeOffset(next) : null;
-        s.TraceId = ActivityContext.Parse(_lifecycle, null).TraceId.ToHexString();
+        s.TraceId = _lifecycleContext.TraceId.ToHexString();
         _workload.Revision = _store.NextRevision();
         _store.Put(new WorkloadRecord(_workload, _tracker.State, _lifecycle, _previousAttempt), _history);
         _history.Clear();

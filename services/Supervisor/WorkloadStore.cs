@@ -121,7 +121,7 @@ public sealed class WorkloadStore : IDisposable
         lock (_lock)
         {
             using var command = _connection.CreateCommand();
-            command.CommandText = "DELETE FROM request_ids WHERE time < $old; SELECT response FROM request_ids WHERE request_id = $id";
+            command.CommandText = "SELECT response FROM request_ids WHERE request_id = $id AND time >= $old";
             command.Parameters.AddWithValue("$old", (now - TimeSpan.FromDays(1)).UtcTicks);
             command.Parameters.AddWithValue("$id", requestId);
             return command.ExecuteScalar() is byte[] bytes ? Workload.Parser.ParseFrom(bytes) : null;
@@ -133,7 +133,12 @@ public sealed class WorkloadStore : IDisposable
         lock (_lock)
         {
             using var command = _connection.CreateCommand();
-            command.CommandText = "INSERT OR IGNORE INTO request_ids (request_id, name, response, time) VALUES ($id, $n, $r, $t)";
+            // Ids older than a day are pruned here, on the write path, not on every lookup.
+            command.CommandText = """
+                DELETE FROM request_ids WHERE time < $old;
+                INSERT OR IGNORE INTO request_ids (request_id, name, response, time) VALUES ($id, $n, $r, $t)
+                """;
+            command.Parameters.AddWithValue("$old", (now - TimeSpan.FromDays(1)).UtcTicks);
             command.Parameters.AddWithValue("$id", requestId);
             command.Parameters.AddWithValue("$n", response.Name);
             command.Parameters.AddWithValue("$r", response.ToByteArray());

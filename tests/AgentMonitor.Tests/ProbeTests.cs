@@ -177,15 +177,9 @@ public sealed class NetworkProbeTests : MonitorTestBase
         health.SetStatus("", HealthCheckResponse.Types.ServingStatus.Serving);
         health.SetStatus("agent", HealthCheckResponse.Types.ServingStatus.Serving);
         // A plain gRPC server with nothing but grpc.health.v1, as an agent would have.
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0, o => o.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2));
-        builder.Services.AddGrpc();
-        builder.Services.AddSingleton(health);
-        await using var server = builder.Build();
-        server.MapGrpcService<HealthServiceImpl>();
-        await server.StartAsync();
-        var address = Address(server);
+        await using var server = await AgentServer.StartAsync(app => app.MapGrpcService<HealthServiceImpl>(),
+            services => services.AddGrpc().Services.AddSingleton(health), http2Only: true);
+        var address = server.Address;
 
         var target = NewTarget("grpc");
         target.GrpcHealth = new GrpcHealthProbe { Address = address, Service = "agent" };
@@ -209,13 +203,8 @@ public sealed class NetworkProbeTests : MonitorTestBase
     public async Task An_http_server_returning_500_is_unhealthy()
     {
         var status = 200;
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
-        await using var app = builder.Build();
-        app.MapGet("/healthz", (HttpContext c) => Results.StatusCode(status));
-        await app.StartAsync();
-        var url = Address(app) + "/healthz";
+        await using var app = await AgentServer.StartAsync(a => a.MapGet("/healthz", (HttpContext c) => Results.StatusCode(status)));
+        var url = app.Address + "/healthz";
 
         var target = NewTarget("http");
         target.Http = new HttpProbe { Url = url };
@@ -227,9 +216,6 @@ public sealed class NetworkProbeTests : MonitorTestBase
         await StatusAsync("http", State.Healthy);
         await app.StopAsync();
     }
-
-    private static string Address(WebApplication app) =>
-        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First(a => a.StartsWith("http://127.0.0.1:", StringComparison.Ordinal));
 
     [Fact]
     public async Task Tcp_connects_to_a_listener_and_fails_on_a_port_nobody_listens_on()

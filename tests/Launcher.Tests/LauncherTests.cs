@@ -153,7 +153,7 @@ public class TraceContextTests : LauncherTestBase
         var instance = await Client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "traced" });
         caller.Stop();
 
-        var environ = await EnvironmentOfAsync(instance.Pid);
+        var environ = await Platform.Testing.ProcessEnvironment.ReadAsync(instance.Pid);
         var traceparent = Assert.Single(environ, e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
         Assert.Matches($"^TRACEPARENT=00-{traceId}-[0-9a-f]{{16}}-01$", traceparent);
         Assert.Contains("TRACESTATE=vendor=value", environ);

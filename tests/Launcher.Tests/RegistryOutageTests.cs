@@ -73,7 +73,7 @@ public sealed class RegistryOutageTests : IAsyncLifetime
         // Back to normal: the session exists before the child starts (PLATFORM_SESSION_ID), and ends with it.
         var second = await _client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "outage" });
         Assert.NotEqual("", second.SessionId);
-        var environ = await LauncherTestBase.EnvironmentOfAsync(second.Pid);
+        var environ = await ProcessEnvironment.ReadAsync(second.Pid);
         Assert.Contains($"PLATFORM_SESSION_ID={second.SessionId}", environ);
         Assert.Contains($"PLATFORM_INSTANCE_ID={second.Id}", environ);
 

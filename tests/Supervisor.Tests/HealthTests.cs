@@ -43,13 +43,8 @@ public sealed class HealthTests : SupervisorTestBase
     public async Task A_workload_whose_monitor_verdict_turns_unhealthy_is_restarted_and_unknown_is_not_a_failure()
     {
         var failing = false;
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.WebHost.UseKestrel(k => k.Listen(IPAddress.Loopback, 0));
-        await using var app = builder.Build();
-        app.MapGet("/healthz", () => Results.StatusCode(failing ? 500 : 200));
-        await app.StartAsync();
-        var url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First(a => a.StartsWith("http://127.0.0.1", StringComparison.Ordinal)) + "/healthz";
+        await using var app = await Testing.AgentServer.StartAsync(a => a.MapGet("/healthz", () => Results.StatusCode(failing ? 500 : 200)));
+        var url = app.Address + "/healthz";
 
         var workload = Shell("served", "exec sleep 300", Quick);
         workload.Health = new HealthPolicy

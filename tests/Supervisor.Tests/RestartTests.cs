@@ -69,12 +69,12 @@ public sealed class SupervisorRestartTests : SupervisorTestBase
         var first = await RunningAsync("traced", 1);
         var traceId = first.Status.TraceId;
         Assert.Equal(32, traceId.Length);
-        Assert.Contains(await EnvironmentAsync(first.Status.Pid), e => e.StartsWith($"TRACEPARENT=00-{traceId}-", StringComparison.Ordinal));
+        Assert.Contains(await Testing.ProcessEnvironment.ReadAsync(first.Status.Pid), e => e.StartsWith($"TRACEPARENT=00-{traceId}-", StringComparison.Ordinal));
 
         ProcessTree.Signal(ProcFs.Identify((int)first.Status.Pid)!.Value, 9);
         var second = await RunningAsync("traced", 2);
         Assert.Equal(traceId, second.Status.TraceId);
-        var secondParent = (await EnvironmentAsync(second.Status.Pid)).Single(e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
+        var secondParent = (await Testing.ProcessEnvironment.ReadAsync(second.Status.Pid)).Single(e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
         Assert.StartsWith($"TRACEPARENT=00-{traceId}-", secondParent);
 
         await SupervisorProcess.KillAsync();
@@ -84,20 +84,10 @@ public sealed class SupervisorRestartTests : SupervisorTestBase
         ProcessTree.Signal(ProcFs.Identify((int)second.Status.Pid)!.Value, 9);
         var third = await RunningAsync("traced", 3);
         Assert.Equal(traceId, third.Status.TraceId);
-        var thirdParent = (await EnvironmentAsync(third.Status.Pid)).Single(e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
+        var thirdParent = (await Testing.ProcessEnvironment.ReadAsync(third.Status.Pid)).Single(e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal));
         Assert.StartsWith($"TRACEPARENT=00-{traceId}-", thirdParent);
         Assert.NotEqual(secondParent, thirdParent); // a new span per attempt, in the same trace
-        Assert.Contains("PLATFORM_GENERATION=3", await EnvironmentAsync(third.Status.Pid));
-    }
-
-    private static async Task<string[]> EnvironmentAsync(long pid)
-    {
-        for (var i = 0; ; i++)
-        {
-            var text = await File.ReadAllTextAsync($"/proc/{pid}/environ");
-            if (text.Length > 0 || i == 200) return text.Split('\0');
-            await Task.Delay(10);
-        }
+        Assert.Contains("PLATFORM_GENERATION=3", await Testing.ProcessEnvironment.ReadAsync(third.Status.Pid));
     }
 }
 

@@ -45,7 +45,6 @@ public sealed class TmuxConnection : IAsyncDisposable
 
     public string SessionName { get; }
     public bool IsClosed => _closedReason is not null;
-    public string? ClosedReason => _closedReason;
     public int Pid => _process.Pid;
 
     /// <summary>Connects to the server at <paramref name="socketPath"/> (empty: the default server); never starts one.</summary>
