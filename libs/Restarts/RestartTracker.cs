@@ -156,6 +156,18 @@ public sealed class RestartTracker(RestartPolicy policy, TimeProvider time, Rest
         return _state.Phase;
     }
 
+    /// <summary>
+    /// While running: whether an exit now (a failure, or not) would be followed by a start at once — no backoff, no
+    /// cool-off, allowed by the mode. Time only makes the answer more permissive (old restarts leave the window, a long
+    /// run resets the counter), so a "true" now still holds at the exit: the Supervisor arms a launcher-side restart on it.
+    /// </summary>
+    public bool WouldRestartAtOnce(bool failed)
+    {
+        if (_state.Phase != RestartPhase.Running) return false;
+        var probe = new RestartTracker(Policy, time, _state, new Random(0));
+        return probe.Exited(failed) == RestartPhase.BackingOff && probe.IsDue;
+    }
+
     /// <summary>A restart by hand: start again now, with no backoff and nothing counted against the limit.</summary>
     public void RestartNow() => _state = _state with { Phase = RestartPhase.Pending, StartedAt = null, NextStartAt = null };
 

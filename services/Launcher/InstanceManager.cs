@@ -22,7 +22,8 @@ public sealed record ResolvedLaunch(
     string RequestId,
     IReadOnlyDictionary<string, string> SessionAttributes,
     string? TraceParent = null,
-    string? TraceState = null);
+    string? TraceState = null,
+    bool ArmedSuccessor = false);
 
 /// <summary>
 /// The instances of this node: starts them (each in its own session, output to files), sees their exits at once
@@ -52,6 +53,49 @@ public sealed class InstanceManager(
         public Instance Instance => Record.Instance;
         public Task<ExitStatus> Exit { get; set; } = Task.FromResult(ExitStatus.Unknown);
         public TaskCompletionSource Exited { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>Launched at once when the main process exits by itself (see ArmSuccessor); guarded by Lock.</summary>
+        public ArmedSuccessor? Successor { get; set; }
+        /// <summary>A stop was asked for: the exit that follows is not the instance's own, no successor starts.</summary>
+        public bool StopRequested { get; set; }
+        /// <summary>The exit has been seen: nothing can be armed any more.</summary>
+        public bool ExitSeen { get; set; }
+    }
+
+    private sealed record ArmedSuccessor(ResolvedLaunch Launch, bool OnFailureOnly, PreparedOutput Output);
+
+    /// <summary>An instance id and its output directory, made ahead of the start.</summary>
+    private sealed record PreparedOutput(string Id, string Directory);
+
+    /// <summary>
+    /// A new instance id and its output directory; with <paramref name="create"/>, the directory and its two (empty)
+    /// output files are made now. An armed successor gets them at arming: creating a directory and two files costs
+    /// a few ms on an ordinary disk (journal writes), several times the spawn itself, and must not delay a restart.
+    /// </summary>
+    private PreparedOutput PrepareOutput(bool create)
+    {
+        var id = System.Ulid.NewUlid().ToString();
+        var directory = Path.Combine(_dataDirectory, "instances", id);
+        if (create)
+        {
+            Directory.CreateDirectory(directory);
+            File.Create(Path.Combine(directory, "stdout.log")).Dispose();
+            File.Create(Path.Combine(directory, "stderr.log")).Dispose();
+        }
+        return new PreparedOutput(id, directory);
+    }
+
+    /// <summary>Removes the output directory prepared for a successor that will not start.</summary>
+    private void Discard(ArmedSuccessor? successor)
+    {
+        if (successor is null) return;
+        try
+        {
+            Directory.Delete(successor.Output.Directory, recursive: true);
+        }
+        catch (IOException e)
+        {
+            logger.LogWarning("Could not remove {Directory}: {Error}", successor.Output.Directory, e.Message);
+        }
     }
 
     public string Node => _node;
@@ -94,6 +138,11 @@ public sealed class InstanceManager(
                 logger.LogInformation("Instance {Id} ({Workload}) ended while the launcher was down; its exit status is unknown", instance.Id, instance.Workload);
             }
         }
+        // Output directories with no record: prepared for successors that never started (arms do not outlive the launcher).
+        var instancesDirectory = Path.Combine(_dataDirectory, "instances");
+        if (Directory.Exists(instancesDirectory))
+            foreach (var directory in Directory.EnumerateDirectories(instancesDirectory))
+                if (!_instances.ContainsKey(Path.GetFileName(directory))) Directory.Delete(directory, recursive: true);
         return Task.CompletedTask;
     }
 
@@ -101,13 +150,19 @@ public sealed class InstanceManager(
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>Starts an instance; the same request id (even concurrently) starts one process and answers with it.</summary>
-    public Task<Instance> LaunchAsync(ResolvedLaunch launch)
+    public Task<Instance> LaunchAsync(ResolvedLaunch launch) => LaunchAsync(launch, null);
+
+    private Task<Instance> LaunchAsync(ResolvedLaunch launch, PreparedOutput? prepared)
     {
-        if (launch.RequestId.Length == 0) return Task.Run(() => StartAsync(launch));
+        if (launch.RequestId.Length == 0) return Task.Run(() => StartAsync(launch, prepared));
         lock (_requestsLock)
         {
-            if (_requests.TryGetValue(launch.RequestId, out var existing)) return existing;
-            var started = Task.Run(() => StartAsync(launch));
+            if (_requests.TryGetValue(launch.RequestId, out var existing))
+            {
+                if (prepared is not null) Directory.Delete(prepared.Directory, recursive: true); // launched already
+                return existing;
+            }
+            var started = Task.Run(() => StartAsync(launch, prepared));
             _requests[launch.RequestId] = started;
             // A launch that failed is forgotten: the caller may fix the problem and try the same id again.
             started.ContinueWith(t => { lock (_requestsLock) _requests.Remove(launch.RequestId); },
@@ -116,11 +171,10 @@ public sealed class InstanceManager(
         }
     }
 
-    private async Task<Instance> StartAsync(ResolvedLaunch launch)
+    private async Task<Instance> StartAsync(ResolvedLaunch launch, PreparedOutput? prepared = null)
     {
-        var id = System.Ulid.NewUlid().ToString();
-        var logDirectory = Path.Combine(_dataDirectory, "instances", id);
-        Directory.CreateDirectory(logDirectory);
+        var (id, logDirectory) = prepared ?? PrepareOutput(create: false);
+        if (prepared is null) Directory.CreateDirectory(logDirectory);
 
         var env = new Dictionary<string, string>(launch.Environment, StringComparer.Ordinal)
         {
@@ -129,8 +183,9 @@ public sealed class InstanceManager(
             ["PLATFORM_NODE"] = _node,
         };
         if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
-        // Awaited, never waited on: a pool thread blocked on a gRPC call starves the pool on a small machine.
-        var sessionId = RegisterBeforeStart is { } register ? await register(id, launch.Workload, _node, launch.Labels) : null;
+        // Awaited, never waited on: a pool thread blocked on a gRPC call starves the pool on a small machine. An armed
+        // successor does not wait for the registry (a durable write, a few ms): its session is registered right after.
+        var sessionId = RegisterBeforeStart is { } register && !launch.ArmedSuccessor ? await register(id, launch.Workload, _node, launch.Labels) : null;
         if (sessionId is not null) env["PLATFORM_SESSION_ID"] = sessionId;
         // The caller's trace continues in the child: under the Launch call's server span when that span is in the
         // caller's trace, else directly under the caller's own context (as the request carried it).
@@ -196,17 +251,72 @@ public sealed class InstanceManager(
             return; // the launcher is stopping; the child lives on and is re-adopted later
         }
 
+        var exitTime = Timestamp.FromDateTimeOffset(time.GetUtcNow());
+        // An armed successor starts first, before the exit is recorded and published: the restart does not wait for
+        // a round trip through whoever armed it. Not after a stop that was asked for, and not after a success when
+        // only failures are to be followed (an unknown exit status, as after a re-adoption, counts as a failure).
+        ArmedSuccessor? successor;
+        lock (tracked.Lock)
+        {
+            tracked.ExitSeen = true;
+            successor = tracked.Successor is { } armed && !tracked.StopRequested && (!armed.OnFailureOnly || status.Code != 0) ? armed : null;
+            if (successor is null) Discard(tracked.Successor);
+            tracked.Successor = null;
+        }
+        Instance? next = null;
+        if (successor is not null)
+        {
+            try
+            {
+                Activity.Current = null; // the successor continues the trace it was armed with, not the predecessor's launch
+                next = await LaunchAsync(successor.Launch, successor.Output);
+            }
+            catch (Exception e)
+            {
+                logger.LogWarning("Instance {Id}: its armed successor could not be started: {Error}", tracked.Instance.Id, e is Grpc.Core.RpcException r ? r.Status.Detail : e.Message);
+            }
+        }
+
         var instance = tracked.Instance.Clone();
         instance.State = Instance.Types.State.Exited;
-        instance.ExitTime = Timestamp.FromDateTimeOffset(time.GetUtcNow());
+        instance.ExitTime = exitTime;
         if (status.Code is { } code) instance.ExitCode = code;
         if (status.Signal is { } signal) instance.Signal = signal;
         instance.ChildProcessCount = 0;
         instance.RssBytes = 0;
+        instance.SuccessorId = next?.Id ?? "";
         Save(tracked, instance);
-        Publish(InstanceEvent.Types.Type.Exited, instance);
+        Publish(InstanceEvent.Types.Type.Exited, instance, next);
         Ended?.Invoke(instance.Clone());
         tracked.Exited.TrySetResult();
+    }
+
+    /// <summary>
+    /// Arms (or, with null, disarms) the launch made at once when the instance's main process exits by itself.
+    /// FAILED_PRECONDITION once its exit has been seen or a stop was asked for.
+    /// </summary>
+    public Instance ArmSuccessor(string id, ResolvedLaunch? successor, bool onFailureOnly)
+    {
+        var tracked = Find(id);
+        var armed = successor is null ? null : new ArmedSuccessor(successor with { ArmedSuccessor = true }, onFailureOnly, PrepareOutput(create: true));
+        ArmedSuccessor? replaced;
+        lock (tracked.Lock)
+        {
+            string? refusal = null;
+            if (tracked.ExitSeen || tracked.Instance.State == Instance.Types.State.Exited)
+                refusal = $"instance '{id}' has exited; a successor can be armed only for a running instance";
+            else if (tracked.StopRequested || tracked.Instance.State == Instance.Types.State.Stopping)
+                refusal = $"instance '{id}' is being stopped; a successor starts only after an exit of its own";
+            if (refusal is not null)
+            {
+                Discard(armed);
+                throw GrpcErrors.Status(Grpc.Core.StatusCode.FailedPrecondition, refusal);
+            }
+            replaced = tracked.Successor;
+            tracked.Successor = armed;
+        }
+        Discard(replaced);
+        return Get(id);
     }
 
     private void Save(Tracked tracked, Instance instance)
@@ -225,11 +335,20 @@ public sealed class InstanceManager(
     public async Task<Instance> StopInstanceAsync(string id, TimeSpan? grace, CancellationToken cancellationToken)
     {
         var tracked = Find(id);
-        if (tracked.Instance.State == Instance.Types.State.Exited) return Get(id);
-
-        var stopping = tracked.Instance.Clone();
-        stopping.State = Instance.Types.State.Stopping;
-        Save(tracked, stopping);
+        lock (tracked.Lock)
+        {
+            if (tracked.Instance.State == Instance.Types.State.Exited) return Get(id);
+            // A stop asked for is not the instance's own exit: no successor follows it.
+            tracked.StopRequested = true;
+            Discard(tracked.Successor);
+            tracked.Successor = null;
+            if (!tracked.ExitSeen)
+            {
+                var stopping = tracked.Instance.Clone();
+                stopping.State = Instance.Types.State.Stopping;
+                Save(tracked, stopping);
+            }
+        }
         var result = await ProcessTree.StopAsync(tracked.Record.Identity, grace ?? tracked.Record.StopGrace, cancellationToken);
         if (!result.AllGone) logger.LogWarning("Instance {Id}: {Survivors} processes survived SIGKILL", id, result.Survivors);
         await tracked.Exited.Task.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
@@ -241,6 +360,7 @@ public sealed class InstanceManager(
     {
         var tracked = Find(id);
         var instance = tracked.Instance.Clone();
+        instance.SuccessorArmed = tracked.Successor is not null;
         if (instance.State != Instance.Types.State.Exited && ProcFs.IsAlive(tracked.Record.Identity))
         {
             var tree = ProcFs.Tree((int)instance.Pid);
@@ -324,9 +444,9 @@ public sealed class InstanceManager(
         }
     }
 
-    private void Publish(InstanceEvent.Types.Type type, Instance instance)
+    private void Publish(InstanceEvent.Types.Type type, Instance instance, Instance? successor = null)
     {
-        var e = new InstanceEvent { Type = type, Instance = instance.Clone(), Time = Timestamp.FromDateTimeOffset(time.GetUtcNow()) };
+        var e = new InstanceEvent { Type = type, Instance = instance.Clone(), Time = Timestamp.FromDateTimeOffset(time.GetUtcNow()), Successor = successor };
         lock (_subscribersLock)
         {
             foreach (var subscriber in _subscribers) subscriber.Writer.TryWrite(e);

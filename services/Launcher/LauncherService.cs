@@ -31,6 +31,13 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
         return instances.StopInstanceAsync(RequireId(request.Id), grace, context.CancellationToken);
     }
 
+    public override Task<Instance> ArmSuccessor(ArmSuccessorRequest request, ServerCallContext context)
+    {
+        var id = RequireId(request.InstanceId);
+        var successor = request.Successor is { } launch ? LaunchValidation.Resolve(launch, options.CurrentValue) : null;
+        return Task.FromResult(instances.ArmSuccessor(id, successor, request.OnFailureOnly));
+    }
+
     public override Task<Instance> GetInstance(GetInstanceRequest request, ServerCallContext context) =>
         Task.FromResult(instances.Get(RequireId(request.Id)));
 

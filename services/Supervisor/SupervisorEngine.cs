@@ -164,7 +164,7 @@ public sealed class SupervisorEngine(
             await foreach (var e in events.ResponseStream.ReadAllAsync(stoppingToken))
             {
                 if (e.Type == InstanceEvent.Types.Type.Exited && _actors.TryGetValue(e.Instance.Workload, out var actor))
-                    await actor.InstanceExited(e.Instance);
+                    await actor.InstanceExited(e.Instance, e.Successor);
             }
         }, stoppingToken);
 

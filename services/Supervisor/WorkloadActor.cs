@@ -47,6 +47,11 @@ public sealed class WorkloadActor
     private bool _deleted;
     private DateTimeOffset _retryAt;
     private Task _loop = Task.CompletedTask;
+    // The successor armed at the Launcher (generation N+1, started there at once if instance N fails): its start span,
+    // begun at arming and ended when the successor is seen, and the context the child got.
+    private long _armedGeneration;
+    private Activity? _armedSpan;
+    private string? _armedTraceparent;
 
     public WorkloadActor(WorkloadRecord record, bool reconciled, Dependencies deps, WorkloadStore store, SupervisorOptions options,
         TimeProvider time, ILogger logger, Action<Workload, Phase> publish)
@@ -153,13 +158,17 @@ public sealed class WorkloadActor
                     $"the launcher refused the new launch spec: {refusal.Status.Detail}; workload '{Name}' keeps its previous launch spec"));
             }
         }
-        else if (healthChanged && _workload.Status.InstanceId.Length > 0)
+        else
         {
-            // Removed before the new ones are added under the same ids (a late removal would drop the new ones).
-            _targetsAdded = false;
-            _targetsGeneration = 0;
-            await RemoveTargetsInBackgroundAsync(_workload.Status.Generation);
-            await EnsureTargetsAsync();
+            if (healthChanged && _workload.Status.InstanceId.Length > 0)
+            {
+                // Removed before the new ones are added under the same ids (a late removal would drop the new ones).
+                _targetsAdded = false;
+                _targetsGeneration = 0;
+                await RemoveTargetsInBackgroundAsync(_workload.Status.Generation);
+                await EnsureTargetsAsync();
+            }
+            await ArmAsync(); // the policy or the labels may have changed: the armed successor follows
         }
         return Snapshot;
     });
@@ -200,8 +209,8 @@ public sealed class WorkloadActor
         return true;
     });
 
-    /// <summary>An instance exited (from the Launcher's events).</summary>
-    public Task InstanceExited(Instance instance) => Post(() => HandleExitAsync(instance, "exited"));
+    /// <summary>An instance exited (from the Launcher's events), perhaps with the successor armed for it already started.</summary>
+    public Task InstanceExited(Instance instance, Instance? successor) => Post(() => HandleExitAsync(instance, "exited", successor));
 
     /// <summary>The Monitor's verdict on one of this workload's targets turned UNHEALTHY.</summary>
     public Task Unhealthy(long generation, string kind, string detail) => Post(async () =>
@@ -313,35 +322,13 @@ public sealed class WorkloadActor
             Save(Phase.Pending, $"starting generation {_workload.Status.Generation} ({reason})");
         }
         var generation = _workload.Status.Generation;
-        var request = new LaunchRequest
-        {
-            Env = { _workload.Launch.Env },
-            Workload = Name,
-            Labels = { _workload.Labels },
-            // Unique per incarnation of the name (a deleted and re-created workload starts at generation 1 again).
-            RequestId = $"supervisor/{Name}/{_lifecycleContext.TraceId.ToHexString()}/{generation}",
-            StopGrace = _workload.StopGrace ?? Duration.FromTimeSpan(_options.DefaultStopGrace),
-        };
-        request.Labels[LabelWorkload] = Name;
-        request.Labels[LabelGeneration] = generation.ToString(CultureInfo.InvariantCulture);
-        request.Env["PLATFORM_GENERATION"] = generation.ToString(CultureInfo.InvariantCulture);
-        if (_workload.Launch.SourceCase == LaunchSpec.SourceOneofCase.Template) request.Template = _workload.Launch.Template;
-        else request.Process = _workload.Launch.Process;
-
-        // The start is a span of the workload's lifecycle trace, linked to the previous attempt; the child continues it.
-        var lifecycle = _lifecycleContext;
-        var previous = Activity.Current;
-        Activity.Current = null;
-        ActivityLink[] links = _previousAttempt is not null && ActivityContext.TryParse(_previousAttempt, null, out var before) ? [new ActivityLink(before)] : [];
-        using var span = Source.StartActivity($"supervisor.start {Name}", ActivityKind.Internal, lifecycle,
-            [new("workload", Name), new("attempt", generation), new("reason", reason)], links);
-        var context = span?.Context ?? new ActivityContext(lifecycle.TraceId, ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded);
-        var traceparent = $"00-{context.TraceId.ToHexString()}-{context.SpanId.ToHexString()}-01";
+        var (request, span, traceparent) = NewAttempt(generation, reason);
         var headers = new Metadata();
         if (span is null) headers.Add("traceparent", traceparent); // no listener: carry the context by hand
-        request.Env["TRACEPARENT"] = traceparent;
 
         Instance instance;
+        var previous = Activity.Current;
+        Activity.Current = span;
         try
         {
             instance = await _deps.CallLauncherAsync(ct => _deps.Launcher.LaunchAsync(request, headers, _time.GetUtcNow().UtcDateTime + _options.CallTimeout, ct).ResponseAsync, _stop.Token);
@@ -372,6 +359,7 @@ public sealed class WorkloadActor
         finally
         {
             Activity.Current = previous;
+            span?.Stop();
         }
         _previousAttempt = traceparent;
         _launchPending = false;
@@ -382,50 +370,188 @@ public sealed class WorkloadActor
         Save(Phase.Running, $"running generation {generation} (pid {instance.Pid})");
         _targetsAdded = false;
         if (instance.State == Instance.Types.State.Exited) await HandleExitAsync(instance, "exited");
-        else await EnsureTargetsAsync();
+        else
+        {
+            await ArmAsync();
+            await EnsureTargetsAsync();
+        }
         return null;
+    }
+
+    /// <summary>The Launcher request of generation <paramref name="generation"/> and its start span: a span of the
+    /// workload's lifecycle trace, linked to the previous attempt, started now (not made current); the child continues it.</summary>
+    private (LaunchRequest Request, Activity? Span, string TraceParent) NewAttempt(long generation, string reason)
+    {
+        var request = new LaunchRequest
+        {
+            Env = { _workload.Launch.Env },
+            Workload = Name,
+            Labels = { _workload.Labels },
+            // Unique per incarnation of the name (a deleted and re-created workload starts at generation 1 again).
+            RequestId = $"supervisor/{Name}/{_lifecycleContext.TraceId.ToHexString()}/{generation}",
+            StopGrace = _workload.StopGrace ?? Duration.FromTimeSpan(_options.DefaultStopGrace),
+        };
+        request.Labels[LabelWorkload] = Name;
+        request.Labels[LabelGeneration] = generation.ToString(CultureInfo.InvariantCulture);
+        request.Env["PLATFORM_GENERATION"] = generation.ToString(CultureInfo.InvariantCulture);
+        if (_workload.Launch.SourceCase == LaunchSpec.SourceOneofCase.Template) request.Template = _workload.Launch.Template;
+        else request.Process = _workload.Launch.Process;
+
+        var previous = Activity.Current;
+        ActivityLink[] links = _previousAttempt is not null && ActivityContext.TryParse(_previousAttempt, null, out var before) ? [new ActivityLink(before)] : [];
+        var span = Source.StartActivity($"supervisor.start {Name}", ActivityKind.Internal, _lifecycleContext,
+            [new("workload", Name), new("attempt", generation), new("reason", reason)], links);
+        Activity.Current = previous;
+        var context = span?.Context ?? new ActivityContext(_lifecycleContext.TraceId, ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded);
+        var traceparent = $"00-{context.TraceId.ToHexString()}-{context.SpanId.ToHexString()}-01";
+        request.Env["TRACEPARENT"] = traceparent;
+        return (request, span, traceparent);
     }
 
     /// <summary>Stops the current instance's tree and waits for it. False when the Launcher cannot be reached (then
     /// nothing changes: no restart happens blindly).</summary>
     private async Task<bool> StopCurrentAsync(string reason)
     {
-        var id = _workload.Status.InstanceId;
-        if (id.Length == 0) return true;
-        var grace = _workload.StopGrace?.ToTimeSpan() ?? _options.DefaultStopGrace;
-        Instance? stopped = null;
-        try
+        DropArm(); // the launcher starts no successor after a stop it was asked for
+        while (_workload.Status.InstanceId is { Length: > 0 } id)
         {
-            stopped = await _deps.CallLauncherAsync(ct => _deps.Launcher.StopInstanceAsync(new StopInstanceRequest { Id = id, Grace = Duration.FromTimeSpan(grace) },
-                deadline: _time.GetUtcNow().UtcDateTime + grace + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+            var grace = _workload.StopGrace?.ToTimeSpan() ?? _options.DefaultStopGrace;
+            Instance? stopped = null;
+            try
+            {
+                stopped = await _deps.CallLauncherAsync(ct => _deps.Launcher.StopInstanceAsync(new StopInstanceRequest { Id = id, Grace = Duration.FromTimeSpan(grace) },
+                    deadline: _time.GetUtcNow().UtcDateTime + grace + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+            }
+            catch (Exception e) when (Dependencies.IsUnreachable(e))
+            {
+                _logger.LogWarning("Workload {Workload}: cannot stop instance {Instance} ({Reason}): the launcher is unreachable", Name, id, reason);
+                return false;
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
+            {
+            }
+            await RemoveTargetsAsync(_workload.Status.Generation);
+            _workload.Status.LastExit = Exit(stopped, reason);
+            _workload.Status.InstanceId = "";
+            _workload.Status.Pid = 0;
+            History(_workload.Status.Generation, "stopped", reason);
+            // It exited by itself just before the stop and the launcher had already started its armed successor
+            // (generation N+1): that one is stopped too, and its generation is used up.
+            if (stopped is { SuccessorId.Length: > 0 })
+            {
+                _workload.Status.Generation++;
+                _workload.Status.InstanceId = stopped.SuccessorId;
+                reason += " (the successor the launcher started as the instance exited)";
+            }
         }
-        catch (Exception e) when (Dependencies.IsUnreachable(e))
-        {
-            _logger.LogWarning("Workload {Workload}: cannot stop instance {Instance} ({Reason}): the launcher is unreachable", Name, id, reason);
-            return false;
-        }
-        catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
-        {
-        }
-        await RemoveTargetsAsync(_workload.Status.Generation);
-        _workload.Status.LastExit = Exit(stopped, reason);
-        _workload.Status.InstanceId = "";
-        _workload.Status.Pid = 0;
-        History(_workload.Status.Generation, "stopped", reason);
         return true;
     }
 
-    private async Task HandleExitAsync(Instance instance, string reason)
+    private async Task HandleExitAsync(Instance instance, string reason, Instance? successor = null)
     {
         if (instance.Id != _workload.Status.InstanceId) return; // an instance already replaced or stopped on purpose
         var failed = !(instance.HasExitCode && instance.ExitCode == 0);
+        var generation = _workload.Status.Generation;
         _workload.Status.LastExit = Exit(instance, reason);
         _workload.Status.InstanceId = "";
         _workload.Status.Pid = 0;
-        await RemoveTargetsAsync(_workload.Status.Generation);
+        await RemoveTargetsAsync(generation);
         _tracker.Exited(failed);
-        History(_workload.Status.Generation, "exited", DescribeExit(_workload.Status.LastExit));
+        History(generation, "exited", DescribeExit(_workload.Status.LastExit));
+        if (successor is not null && IsSuccessor(successor, generation))
+        {
+            await TakeSuccessorAsync(successor, instance);
+            return;
+        }
         Save(FromTracker(), Describe(DescribeExit(_workload.Status.LastExit)));
+    }
+
+    /// <summary>Whether <paramref name="instance"/> is this workload's generation N+1 (only an armed successor can be:
+    /// generation numbers are handed out here, one at a time, and stored before any other launch).</summary>
+    private bool IsSuccessor(Instance instance, long generation) =>
+        instance.Labels.GetValueOrDefault(LabelWorkload) == Name &&
+        instance.Labels.GetValueOrDefault(LabelGeneration) == (generation + 1).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>The Launcher started the armed successor the moment the instance exited: it is generation N+1, a
+    /// restart like any other (counted, with its start span), unless the policy no longer wants an immediate restart
+    /// (changed as the instance exited) — then it is stopped and the policy has its way.</summary>
+    private async Task TakeSuccessorAsync(Instance successor, Instance predecessor)
+    {
+        var generation = _workload.Status.Generation + 1;
+        var (span, traceparent) = generation == _armedGeneration ? (_armedSpan, _armedTraceparent) : (null, null);
+        _armedSpan = null;
+        _armedTraceparent = null;
+        _armedGeneration = 0;
+        _workload.Status.Generation = generation;
+        _workload.Status.InstanceId = successor.Id;
+        _workload.Status.Pid = successor.Pid;
+        if (!_tracker.IsDue)
+        {
+            var exit = _workload.Status.LastExit;
+            if (await StopCurrentAsync("started by the launcher, but the restart policy now says wait")) _workload.Status.LastExit = exit;
+            Save(FromTracker(), Describe(DescribeExit(exit)));
+            return;
+        }
+        if (span is not null)
+        {
+            span.SetStartTime((predecessor.ExitTime ?? successor.StartTime).ToDateTime());
+            span.SetEndTime(successor.StartTime.ToDateTime());
+            span.SetTag("reason", RestartReason());
+            span.SetTag("armed", true);
+            span.Stop();
+        }
+        if (traceparent is not null) _previousAttempt = traceparent;
+        _tracker.Started();
+        History(generation, "started", $"{RestartReason()}; restarted at once by the launcher (armed); instance {successor.Id}, pid {successor.Pid}");
+        Save(Phase.Running, $"running generation {generation} (pid {successor.Pid})");
+        _targetsAdded = false;
+        await ArmAsync();
+        await EnsureTargetsAsync();
+    }
+
+    /// <summary>
+    /// Arms the Launcher to start generation N+1 by itself the moment instance N fails (or exits, under ALWAYS), when
+    /// the restart policy would restart it at once anyway (zero backoff, below the limit): a crash is then followed by
+    /// a new instance without a round trip through the supervisor. Disarms when the policy no longer says so. A
+    /// failure to arm changes nothing: the exit then takes the ordinary path through the supervisor.
+    /// </summary>
+    private async Task ArmAsync()
+    {
+        var status = _workload.Status;
+        if (!_reconciled || _deleted || status.InstanceId.Length == 0) return;
+        var onFailure = _tracker.WouldRestartAtOnce(failed: true);
+        if (!onFailure && _armedGeneration == 0) return;
+        var request = new ArmSuccessorRequest { InstanceId = status.InstanceId };
+        Activity? span = null;
+        string? traceparent = null;
+        if (onFailure)
+        {
+            LaunchRequest successor;
+            (successor, span, traceparent) = NewAttempt(status.Generation + 1, "exited");
+            request.Successor = successor;
+            request.OnFailureOnly = !_tracker.WouldRestartAtOnce(failed: false);
+        }
+        try
+        {
+            await _deps.CallLauncherAsync(ct => _deps.Launcher.ArmSuccessorAsync(request, deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+            _armedGeneration = onFailure ? status.Generation + 1 : 0;
+            _armedSpan = span;
+            _armedTraceparent = traceparent;
+        }
+        catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException && !_stop.IsCancellationRequested)
+        {
+            // An older launcher (UNIMPLEMENTED), an instance that exited meanwhile (its EXITED is on its way), or the
+            // launcher out of reach (armed again at the reconcile when it is back).
+            _logger.LogDebug("Workload {Workload}: no successor armed for instance {Instance}: {Error}", Name, status.InstanceId, Message(e));
+        }
+    }
+
+    /// <summary>Forgets the armed successor here (the launcher forgets it itself once the instance is stopped).</summary>
+    private void DropArm()
+    {
+        _armedGeneration = 0;
+        _armedSpan = null;
+        _armedTraceparent = null;
     }
 
     /// <summary>Reconciles again from the launcher's running instances of this workload (after a failed reconcile).</summary>
@@ -448,10 +574,12 @@ public sealed class WorkloadActor
     {
         var status = _workload.Status;
         var generation = status.Generation.ToString(CultureInfo.InvariantCulture);
+        var currentRuns = status.InstanceId.Length > 0 && running.Any(i => i.Id == status.InstanceId);
         // Strays: running instances of this workload from another generation (a start that was never recorded).
         foreach (var stray in running)
         {
             if (stray.Id == status.InstanceId) continue;
+            if (status.InstanceId.Length > 0 && !currentRuns && IsSuccessor(stray, status.Generation)) continue; // its armed successor: taken below
             if (_launchPending && status.InstanceId.Length == 0 && stray.Labels.GetValueOrDefault(LabelGeneration) == generation) continue; // adopted below
             _logger.LogWarning("Workload {Workload}: stopping stray instance {Instance} (generation {Generation})", Name, stray.Id, stray.Labels.GetValueOrDefault(LabelGeneration));
             try
@@ -481,7 +609,8 @@ public sealed class WorkloadActor
                 return;
             }
             if (ended is null || ended.State == Instance.Types.State.Exited)
-                await HandleExitAsync(ended ?? new Instance { Id = status.InstanceId, State = Instance.Types.State.Exited }, ended is null ? "gone (the launcher has no record)" : "exited");
+                await HandleExitAsync(ended ?? new Instance { Id = status.InstanceId, State = Instance.Types.State.Exited }, ended is null ? "gone (the launcher has no record)" : "exited",
+                    running.FirstOrDefault(i => IsSuccessor(i, status.Generation)));
         }
         else if (_launchPending && running.FirstOrDefault(i => i.Labels.GetValueOrDefault(LabelGeneration) == generation) is { } launched)
         {
@@ -499,6 +628,7 @@ public sealed class WorkloadActor
             Save(status.Phase, status.Message);
         }
         _reconciled = true;
+        await ArmAsync(); // a restarted launcher has forgotten its arms; a restarted supervisor its own
     }
 
     // ------------------------------------------------------------------ monitor targets

@@ -44,6 +44,37 @@ public sealed class RestartTrackerTests
     }
 
     [Fact]
+    public void An_immediate_restart_is_foreseen_only_while_the_policy_allows_one()
+    {
+        var policy = new RestartPolicy { InitialBackoff = TimeSpan.Zero, MaxRestarts = 2, Mode = RestartMode.OnFailure };
+        var tracker = new RestartTracker(policy, _time);
+        Assert.False(tracker.WouldRestartAtOnce(failed: true)); // not running yet
+        tracker.Started();
+        Assert.True(tracker.WouldRestartAtOnce(failed: true));
+        Assert.False(tracker.WouldRestartAtOnce(failed: false)); // ON_FAILURE: a clean exit is the end
+        Assert.Equal(RestartPhase.Running, tracker.Phase); // asking changes nothing
+
+        // Two restarts use up the limit: the third failure cools off, so no immediate restart is foreseen...
+        for (var i = 0; i < 2; i++)
+        {
+            tracker.Exited(failed: true);
+            Assert.True(tracker.IsDue);
+            tracker.Started();
+        }
+        Assert.False(tracker.WouldRestartAtOnce(failed: true));
+        // ...until a stable run resets the counter.
+        _time.Advance(policy.StableAfter);
+        Assert.True(tracker.WouldRestartAtOnce(failed: true));
+
+        var always = new RestartTracker(new RestartPolicy { InitialBackoff = TimeSpan.Zero }, _time);
+        always.Started();
+        Assert.True(always.WouldRestartAtOnce(failed: false));
+        var backoff = new RestartTracker(new RestartPolicy(), _time); // 1 s first backoff
+        backoff.Started();
+        Assert.False(backoff.WouldRestartAtOnce(failed: true));
+    }
+
+    [Fact]
     public void Five_restarts_within_the_window_then_a_cool_off_then_it_tries_again_afresh()
     {
         var tracker = new RestartTracker(new RestartPolicy(), _time);
