@@ -37,6 +37,8 @@ public sealed class RestartTests : IAsyncLifetime
             var client = Client(first, out var channel);
             a = await client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "a" });
             b = await client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "b" });
+            // An armed successor does not outlive the launcher (the supervisor arms it again when it reconnects).
+            await client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = a.Id, Successor = new LaunchRequest { Template = "sleeper", Workload = "a" } });
             channel.Dispose();
             await first.KillAsync();
         }
@@ -51,6 +53,9 @@ public sealed class RestartTests : IAsyncLifetime
 
         var adopted = await restarted.GetInstanceAsync(new GetInstanceRequest { Id = a.Id });
         Assert.Equal((Instance.Types.State.Running, true, a.Pid), (adopted.State, adopted.Adopted, adopted.Pid));
+        Assert.False(adopted.SuccessorArmed);
+        // The output prepared for that successor is removed: only the two instances' directories are left.
+        Assert.Equal(new[] { a.Id, b.Id }.Order(), Directory.GetDirectories(Path.Combine(_data, "instances")).Select(Path.GetFileName).Order());
 
         using var watch = restarted.WatchInstanceEvents(new WatchInstanceEventsRequest { InstanceId = a.Id });
         await watch.ResponseHeadersAsync;
@@ -59,6 +64,7 @@ public sealed class RestartTests : IAsyncLifetime
         Assert.True(await watch.ResponseStream.MoveNext(cts.Token));
         Assert.Equal(InstanceEvent.Types.Type.Exited, watch.ResponseStream.Current.Type);
         Assert.False(watch.ResponseStream.Current.Instance.HasExitCode); // only its real parent could know
+        Assert.Equal("", watch.ResponseStream.Current.Instance.SuccessorId);
 
         var stopped = await restarted.StopInstanceAsync(new StopInstanceRequest { Id = b.Id });
         Assert.Equal(Instance.Types.State.Exited, stopped.State);
