@@ -26,6 +26,7 @@ public static class SupervisorBench
         Directory.CreateDirectory(Path.Combine(data, "launcher"));
         Directory.CreateDirectory(Path.Combine(data, "monitor"));
         Directory.CreateDirectory(Path.Combine(data, "supervisor"));
+        Directory.CreateDirectory(Path.Combine(data, "supervisor-unarmed"));
         var quiet = new Dictionary<string, string> { ["Logging__LogLevel__Default"] = "Warning" };
         try
         {
@@ -50,75 +51,33 @@ public static class SupervisorBench
             };
             // Both supervisors (the first is SIGKILLed half-way) are disposed however the run ends: nothing left behind.
             await using var supervisor = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Path.Combine(data, "supervisor"), supervisorEnv);
+            // 1. Crash-to-running with zero backoff: SIGKILL of the instance -> the launcher's STARTED of the next
+            //    (its timestamp is taken when posix_spawn has returned, i.e. after the new process's exec).
+            //    Settled: each crash hits a workload whose previous restart is fully handled (the supervisor has
+            //    recorded it and armed the next generation), 20 ms later. Back to back: 20 ms after the previous
+            //    STARTED, whatever is still in flight. Not armed: a supervisor with Supervisor:ArmSuccessors=false,
+            //    every restart through it (the path of any non-zero backoff).
             using var launcherChannel = GrpcChannel.ForAddress(launcher.GrpcUrl);
             var launcherClient = new Launcher.V1.Launcher.LauncherClient(launcherChannel);
             var channel = GrpcChannel.ForAddress(supervisor.GrpcUrl);
             var client = new Supervisor.V1.Supervisor.SupervisorClient(channel);
-
-            // 1. Crash-to-running with zero backoff: SIGKILL of the instance -> the launcher's STARTED of the next
-            //    (its timestamp is taken when posix_spawn has returned, i.e. after the new process's exec).
-            using var events = launcherClient.WatchInstanceEvents(new WatchInstanceEventsRequest { Workload = "crasher" });
-            await events.ResponseHeadersAsync;
-            var started = System.Threading.Channels.Channel.CreateUnbounded<InstanceEvent>();
-            var lastExit = DateTime.MinValue;
-            var exitSeen = new List<double>();
-            var rtts = new List<double>();
-            var pump = Task.Run(async () =>
+            await CrashLoopAsync(client, launcherClient, settle: true); // warm-up: the services' code paths reach their final JIT tier
+            var settled = await CrashLoopAsync(client, launcherClient, settle: true);
+            var backToBack = await CrashLoopAsync(client, launcherClient, settle: false);
+            Crashes unarmed;
+            await using (var plain = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Path.Combine(data, "supervisor-unarmed"),
+                new Dictionary<string, string>(supervisorEnv) { ["Supervisor__ArmSuccessors"] = "false" }))
             {
-                try
-                {
-                    while (await events.ResponseStream.MoveNext(CancellationToken.None))
-                        if (events.ResponseStream.Current.Type == InstanceEvent.Types.Type.Started) started.Writer.TryWrite(events.ResponseStream.Current);
-                        else if (events.ResponseStream.Current.Type == InstanceEvent.Types.Type.Exited) lastExit = events.ResponseStream.Current.Instance.ExitTime.ToDateTime();
-                }
-                catch (Grpc.Core.RpcException)
-                {
-                }
-            });
-            await client.ApplyWorkloadAsync(new ApplyWorkloadRequest
-            {
-                Workload = new Workload
-                {
-                    Name = "crasher",
-                    Launch = new LaunchSpec { Process = new ProcessSpec { Executable = "sleep", Args = { "300" } } },
-                    RestartPolicy = new RestartPolicy
-                    {
-                        InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero),
-                        MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
-                        MaxRestarts = 100_000,
-                    },
-                },
-            });
-            var current = await started.Reader.ReadAsync();
-            var latencies = new List<double>();
-            var received = new List<double>();
-            for (var i = 0; i < 230; i++)
-            {
-                var identity = ProcFs.Identify((int)current.Instance.Pid)!.Value;
-                await Task.Delay(int.Parse(Environment.GetEnvironmentVariable("GAP") ?? "20"));
-                var rtt = Stopwatch.StartNew();
-                await launcherClient.GetInstanceAsync(new GetInstanceRequest { Id = current.Instance.Id });
-                if (i >= 30) rtts.Add(rtt.Elapsed.TotalMilliseconds);
-                var killedAt = DateTime.UtcNow;
-                ProcessTree.Signal(identity, ProcessTree.SIGKILL);
-                current = await started.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
-                if (i < 30) continue; // warm-up
-                latencies.Add((current.Instance.StartTime.ToDateTime() - killedAt).TotalMilliseconds);
-                received.Add((DateTime.UtcNow - killedAt).TotalMilliseconds);
-                exitSeen.Add((lastExit - killedAt).TotalMilliseconds);
+                using var plainChannel = GrpcChannel.ForAddress(plain.GrpcUrl);
+                unarmed = await CrashLoopAsync(new Supervisor.V1.Supervisor.SupervisorClient(plainChannel), launcherClient, settle: false);
             }
-            latencies.Sort();
-            received.Sort();
-            var p50 = latencies[latencies.Count / 2];
-            var p99 = latencies[(int)(latencies.Count * 0.99)];
-            rows.Add(("crash -> running again, zero backoff: p50 (ms, 200 crashes)", "PM2 7.7, supervisord 1,010", $"{p50:0.00}", "< 4", p50 < 4));
-            rows.Add(("crash -> running again, zero backoff: p99 (ms)", "-", $"{p99:0.00}", "< 10", p99 < 10));
-            exitSeen.Sort();
-            rows.Add(("  of which SIGKILL -> launcher's EXITED: p50 / p99 (ms)", "-", $"{exitSeen[exitSeen.Count / 2]:0.00}/{exitSeen[(int)(exitSeen.Count * 0.99)]:0.00}", "-", true));
-            rtts.Sort();
-            rows.Add(("  a unary call to the launcher at rest, p50 (ms)", "-", $"{rtts[rtts.Count / 2]:0.00}", "-", true));
-            rows.Add(("  the same, until the bench hears STARTED: p50 / p99 (ms)", "-", $"{received[received.Count / 2]:0.0}/{received[(int)(received.Count * 0.99)]:0.0}", "-", true));
-            await client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "crasher" });
+            rows.Add(("crash -> running again, zero backoff: p50 (ms, 200 crashes)", "PM2 7.7, supervisord 1,010", $"{settled.P50:0.00}", "< 4", settled.P50 < 4));
+            rows.Add(("crash -> running again, zero backoff: p99 (ms)", "-", $"{settled.P99:0.00}", "< 10", settled.P99 < 10));
+            rows.Add(("  of which SIGKILL -> launcher sees the exit: p50 / p99 (ms)", "-", $"{settled.ExitP50:0.00} / {settled.ExitP99:0.00}", "-", true));
+            rows.Add(("  until the bench hears STARTED: p50 / p99 (ms)", "-", $"{settled.HeardP50:0.0} / {settled.HeardP99:0.0}", "-", true));
+            rows.Add(("  crashes back to back (20 ms after each start): p50 / p99 (ms)", "-", $"{backToBack.P50:0.00} / {backToBack.P99:0.00}", "-", true));
+            rows.Add(("  not armed (every restart through the supervisor): p50 / p99 (ms)", "-", $"{unarmed.P50:0.00} / {unarmed.P99:0.00}", "-", true));
+            rows.Add(("  a unary call to the launcher at rest, p50 (ms)", "-", $"{settled.RttP50:0.00}", "-", true));
 
             if (args.Contains("latency")) return Table.Print("PM2 / supervisord", rows);
 
@@ -175,6 +134,73 @@ public static class SupervisorBench
         }
 
         return Table.Print("PM2 / supervisord", rows);
+    }
+
+    private sealed record Crashes(double P50, double P99, double ExitP50, double ExitP99, double HeardP50, double HeardP99, double RttP50);
+
+    /// <summary>230 SIGKILLs of a zero-backoff workload (the first 30 warm up); each latency is SIGKILL to the
+    /// launcher's STARTED of the next instance.</summary>
+    private static async Task<Crashes> CrashLoopAsync(Supervisor.V1.Supervisor.SupervisorClient client, Launcher.V1.Launcher.LauncherClient launcherClient, bool settle)
+    {
+        using var events = launcherClient.WatchInstanceEvents(new WatchInstanceEventsRequest { Workload = "crasher" });
+        await events.ResponseHeadersAsync;
+        var started = System.Threading.Channels.Channel.CreateUnbounded<InstanceEvent>();
+        var exits = System.Threading.Channels.Channel.CreateUnbounded<InstanceEvent>();
+        var pump = Task.Run(async () =>
+        {
+            try
+            {
+                while (await events.ResponseStream.MoveNext(CancellationToken.None))
+                    if (events.ResponseStream.Current.Type == InstanceEvent.Types.Type.Started) started.Writer.TryWrite(events.ResponseStream.Current);
+                    else if (events.ResponseStream.Current.Type == InstanceEvent.Types.Type.Exited) exits.Writer.TryWrite(events.ResponseStream.Current);
+            }
+            catch (Grpc.Core.RpcException)
+            {
+            }
+        });
+        await client.ApplyWorkloadAsync(new ApplyWorkloadRequest
+        {
+            Workload = new Workload
+            {
+                Name = "crasher",
+                Launch = new LaunchSpec { Process = new ProcessSpec { Executable = "sleep", Args = { "300" } } },
+                RestartPolicy = new RestartPolicy
+                {
+                    InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero),
+                    MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
+                    MaxRestarts = 100_000,
+                },
+            },
+        });
+        var current = await started.Reader.ReadAsync();
+        List<double> latencies = [], heard = [], exitSeen = [], rtts = [];
+        for (var i = 0; i < 230; i++)
+        {
+            var identity = ProcFs.Identify((int)current.Instance.Pid)!.Value;
+            if (settle)
+                while (!(await launcherClient.GetInstanceAsync(new GetInstanceRequest { Id = current.Instance.Id })).SuccessorArmed) await Task.Delay(5);
+            await Task.Delay(20);
+            var rtt = Stopwatch.StartNew();
+            await launcherClient.GetInstanceAsync(new GetInstanceRequest { Id = current.Instance.Id });
+            rtts.Add(rtt.Elapsed.TotalMilliseconds);
+            var killedAt = DateTime.UtcNow;
+            ProcessTree.Signal(identity, ProcessTree.SIGKILL);
+            current = await started.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            var exited = await exits.Reader.ReadAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+            if (i < 30) continue; // warm-up
+            latencies.Add((current.Instance.StartTime.ToDateTime() - killedAt).TotalMilliseconds);
+            heard.Add((DateTime.UtcNow - killedAt).TotalMilliseconds);
+            exitSeen.Add((exited.Instance.ExitTime.ToDateTime() - killedAt).TotalMilliseconds);
+        }
+        await client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "crasher" });
+        events.Dispose();
+        await pump;
+        static double P(List<double> values, double q)
+        {
+            values.Sort();
+            return values[Math.Min(values.Count - 1, (int)(values.Count * q))];
+        }
+        return new Crashes(P(latencies, 0.5), P(latencies, 0.99), P(exitSeen, 0.5), P(exitSeen, 0.99), P(heard, 0.5), P(heard, 0.99), P(rtts, 0.5));
     }
 
     private static async Task<List<Workload>> AllAsync(Supervisor.V1.Supervisor.SupervisorClient client)

@@ -20,4 +20,9 @@ public sealed class SupervisorOptions
 
     /// <summary>Deadline of one call to the Launcher or the Monitor (a stop waits for its grace on top).</summary>
     public TimeSpan CallTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Arm the Launcher with the next generation when the restart policy would restart at once (zero backoff,
+    /// below the limit), so that it starts it the moment the instance fails, without a round trip through the
+    /// supervisor (see Launcher.ArmSuccessor). False: every restart goes through the supervisor.</summary>
+    public bool ArmSuccessors { get; set; } = true;
 }

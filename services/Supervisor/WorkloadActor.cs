@@ -519,7 +519,7 @@ public sealed class WorkloadActor
     {
         var status = _workload.Status;
         if (!_reconciled || _deleted || status.InstanceId.Length == 0) return;
-        var onFailure = _tracker.WouldRestartAtOnce(failed: true);
+        var onFailure = _options.ArmSuccessors && _tracker.WouldRestartAtOnce(failed: true);
         if (!onFailure && _armedGeneration == 0) return;
         var request = new ArmSuccessorRequest { InstanceId = status.InstanceId };
         Activity? span = null;
