@@ -132,7 +132,7 @@ public sealed class WorkloadActor
         var previousLaunch = _workload.Launch;
         // A new launch spec takes effect by a restart: stop the old tree first; if that cannot be done, nothing changes.
         var restart = launchChanged && _workload.Status.InstanceId.Length > 0;
-        if (restart && !await StopCurrentAsync("launch spec changed"))
+        if (restart && await StopCurrentAsync("launch spec changed") == StopOutcome.Unreachable)
             throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' keeps running its current launch spec"));
         _workload.Launch = spec.Launch;
         _workload.RestartPolicy = spec.RestartPolicy;
@@ -182,8 +182,13 @@ public sealed class WorkloadActor
             requestedAt - started < _options.ManualRestartCoalesce)
             return Snapshot; // it restarted just before the request: that restart is the one asked for
         var why = reason.Length > 0 ? $"manual: {reason}" : "manual";
-        if (_workload.Status.InstanceId.Length > 0 && !await StopCurrentAsync(why))
-            throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is left as it is"));
+        if (_workload.Status.InstanceId.Length > 0)
+        {
+            var stop = await StopCurrentAsync(why, takeSuccessor: true);
+            if (stop == StopOutcome.Unreachable)
+                throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is left as it is"));
+            if (stop == StopOutcome.Replaced) return Snapshot; // it had just crashed: its successor is the fresh instance asked for
+        }
         _tracker.RestartNow();
         await StartAsync(why);
         return Snapshot;
@@ -194,7 +199,7 @@ public sealed class WorkloadActor
         // A launch that may have happened without an answer: ask again under the same request id (the launcher
         // answers with that instance, or starts it), so it can be stopped rather than left unsupervised.
         if (_launchPending) await StartAsync("deleting");
-        if (_workload.Status.InstanceId.Length > 0 && !await StopCurrentAsync("deleted"))
+        if (_workload.Status.InstanceId.Length > 0 && await StopCurrentAsync("deleted") == StopOutcome.Unreachable)
             throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is still running and was not deleted"));
         _tracker.Stop();
         _store.Delete(Name);
@@ -217,7 +222,9 @@ public sealed class WorkloadActor
     {
         if (generation != _workload.Status.Generation || _workload.Status.InstanceId.Length == 0) return; // about an older instance
         var reason = kind == "heartbeat" ? "heartbeat-timeout" : "unhealthy";
-        if (!await StopCurrentAsync($"{reason}: {detail}"))
+        var stop = await StopCurrentAsync($"{reason}: {detail}", takeSuccessor: true);
+        if (stop == StopOutcome.Replaced) return; // it had just exited, and its successor is the restart
+        if (stop == StopOutcome.Unreachable)
         {
             Save(_workload.Status.Phase, $"{reason} ({detail}), but the launcher is unreachable: left alone until it is back");
             return;
@@ -408,11 +415,21 @@ public sealed class WorkloadActor
         return (request, span, traceparent);
     }
 
-    /// <summary>Stops the current instance's tree and waits for it. False when the Launcher cannot be reached (then
-    /// nothing changes: no restart happens blindly).</summary>
-    private async Task<bool> StopCurrentAsync(string reason)
+    private enum StopOutcome
     {
-        DropArm(); // the launcher starts no successor after a stop it was asked for
+        /// <summary>The Launcher cannot be reached: nothing changed (no restart happens blindly).</summary>
+        Unreachable,
+        /// <summary>No instance is current any more.</summary>
+        Stopped,
+        /// <summary>The instance had just exited by itself and its armed successor runs: it is the current instance.</summary>
+        Replaced,
+    }
+
+    /// <summary>Stops the current instance's tree and waits for it. When the instance turns out to have exited by
+    /// itself just before, with its armed successor already started: with <paramref name="takeSuccessor"/> (a restart
+    /// was wanted anyway) that successor is the restart and stays; otherwise it is stopped too.</summary>
+    private async Task<StopOutcome> StopCurrentAsync(string reason, bool takeSuccessor = false)
+    {
         while (_workload.Status.InstanceId is { Length: > 0 } id)
         {
             var grace = _workload.StopGrace?.ToTimeSpan() ?? _options.DefaultStopGrace;
@@ -425,11 +442,18 @@ public sealed class WorkloadActor
             catch (Exception e) when (Dependencies.IsUnreachable(e))
             {
                 _logger.LogWarning("Workload {Workload}: cannot stop instance {Instance} ({Reason}): the launcher is unreachable", Name, id, reason);
-                return false;
+                return StopOutcome.Unreachable;
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.NotFound)
             {
             }
+            if (takeSuccessor && stopped is { SuccessorId.Length: > 0 } && await RunningInstanceAsync(stopped.SuccessorId) is { } successor &&
+                IsSuccessor(successor, _workload.Status.Generation))
+            {
+                await HandleExitAsync(stopped, "exited", successor);
+                return StopOutcome.Replaced;
+            }
+            DropArm(); // the launcher starts no successor after a stop it was asked for
             await RemoveTargetsAsync(_workload.Status.Generation);
             _workload.Status.LastExit = Exit(stopped, reason);
             _workload.Status.InstanceId = "";
@@ -444,7 +468,22 @@ public sealed class WorkloadActor
                 reason += " (the successor the launcher started as the instance exited)";
             }
         }
-        return true;
+        return StopOutcome.Stopped;
+    }
+
+    /// <summary>The instance, if the Launcher knows it and it runs.</summary>
+    private async Task<Instance?> RunningInstanceAsync(string id)
+    {
+        try
+        {
+            var instance = await _deps.CallLauncherAsync(ct => _deps.Launcher.GetInstanceAsync(new GetInstanceRequest { Id = id },
+                deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
+            return instance.State == Instance.Types.State.Running ? instance : null;
+        }
+        catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException)
+        {
+            return null; // then it is stopped like any successor that raced a stop
+        }
     }
 
     private async Task HandleExitAsync(Instance instance, string reason, Instance? successor = null)
@@ -488,7 +527,7 @@ public sealed class WorkloadActor
         if (!_tracker.IsDue)
         {
             var exit = _workload.Status.LastExit;
-            if (await StopCurrentAsync("started by the launcher, but the restart policy now says wait")) _workload.Status.LastExit = exit;
+            if (await StopCurrentAsync("started by the launcher, but the restart policy now says wait") == StopOutcome.Stopped) _workload.Status.LastExit = exit;
             Save(FromTracker(), Describe(DescribeExit(exit)));
             return;
         }
