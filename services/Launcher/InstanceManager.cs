@@ -87,14 +87,18 @@ public sealed class InstanceManager(
     /// <summary>Removes the output directory prepared for a successor that will not start.</summary>
     private void Discard(ArmedSuccessor? successor)
     {
-        if (successor is null) return;
+        if (successor is not null) Discard(successor.Output);
+    }
+
+    private void Discard(PreparedOutput prepared)
+    {
         try
         {
-            Directory.Delete(successor.Output.Directory, recursive: true);
+            Directory.Delete(prepared.Directory, recursive: true);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            logger.LogWarning("Could not remove {Directory}: {Error}", successor.Output.Directory, e.Message);
+            logger.LogWarning("Could not remove {Directory}: {Error}", prepared.Directory, e.Message);
         }
     }
 
@@ -140,9 +144,21 @@ public sealed class InstanceManager(
         }
         // Output directories with no record: prepared for successors that never started (arms do not outlive the launcher).
         var instancesDirectory = Path.Combine(_dataDirectory, "instances");
+        // Only directories whose files are all empty: nothing anyone could want is lost.
         if (Directory.Exists(instancesDirectory))
             foreach (var directory in Directory.EnumerateDirectories(instancesDirectory))
-                if (!_instances.ContainsKey(Path.GetFileName(directory))) Directory.Delete(directory, recursive: true);
+            {
+                if (_instances.ContainsKey(Path.GetFileName(directory))) continue;
+                try
+                {
+                    if (new DirectoryInfo(directory).EnumerateFiles("*", SearchOption.AllDirectories).All(f => f.Length == 0))
+                        Directory.Delete(directory, recursive: true);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    logger.LogWarning("Could not remove the unused output directory {Directory}: {Error}", directory, e.Message);
+                }
+            }
         return Task.CompletedTask;
     }
 
@@ -152,17 +168,18 @@ public sealed class InstanceManager(
     /// <summary>Starts an instance; the same request id (even concurrently) starts one process and answers with it.</summary>
     public Task<Instance> LaunchAsync(ResolvedLaunch launch) => LaunchAsync(launch, null);
 
-    private Task<Instance> LaunchAsync(ResolvedLaunch launch, PreparedOutput? prepared)
+    private Task<Instance> LaunchAsync(ResolvedLaunch launch, PreparedOutput? prepared, Task? exitsAfter = null)
     {
-        if (launch.RequestId.Length == 0) return Task.Run(() => StartAsync(launch, prepared));
+        if (launch.RequestId.Length == 0) return Task.Run(() => StartAsync(launch, prepared, exitsAfter));
         lock (_requestsLock)
         {
             if (_requests.TryGetValue(launch.RequestId, out var existing))
             {
-                if (prepared is not null) Directory.Delete(prepared.Directory, recursive: true); // launched already
-                return existing;
+                if (prepared is not null) Discard(prepared); // launched already
+                // Launched already: the instance as it is now (it may have exited since), not as it was at its start.
+                return existing.IsCompletedSuccessfully ? Task.FromResult(Get(existing.Result.Id)) : existing;
             }
-            var started = Task.Run(() => StartAsync(launch, prepared));
+            var started = Task.Run(() => StartAsync(launch, prepared, exitsAfter));
             _requests[launch.RequestId] = started;
             // A launch that failed is forgotten: the caller may fix the problem and try the same id again.
             started.ContinueWith(t => { lock (_requestsLock) _requests.Remove(launch.RequestId); },
@@ -171,7 +188,7 @@ public sealed class InstanceManager(
         }
     }
 
-    private async Task<Instance> StartAsync(ResolvedLaunch launch, PreparedOutput? prepared = null)
+    private async Task<Instance> StartAsync(ResolvedLaunch launch, PreparedOutput? prepared = null, Task? exitsAfter = null)
     {
         var (id, logDirectory) = prepared ?? PrepareOutput(create: false);
         if (prepared is null) Directory.CreateDirectory(logDirectory);
@@ -235,16 +252,19 @@ public sealed class InstanceManager(
         Save(tracked, instance);
         Publish(InstanceEvent.Types.Type.Started, instance);
         Started?.Invoke(instance.Clone(), launch.SessionAttributes);
-        _ = WatchExitAsync(tracked);
+        _ = WatchExitAsync(tracked, exitsAfter);
         return instance.Clone();
     }
 
-    private async Task WatchExitAsync(Tracked tracked)
+    /// <summary>Records and publishes the instance's exit; a successor's exit never before its predecessor's
+    /// (<paramref name="after"/>), even when it crashes at once, so that watchers see them in order.</summary>
+    private async Task WatchExitAsync(Tracked tracked, Task? after = null)
     {
         ExitStatus status;
         try
         {
             status = await tracked.Exit;
+            if (after is not null) await after;
         }
         catch (OperationCanceledException)
         {
@@ -264,12 +284,13 @@ public sealed class InstanceManager(
             tracked.Successor = null;
         }
         Instance? next = null;
+        var published = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         if (successor is not null)
         {
             try
             {
                 Activity.Current = null; // the successor continues the trace it was armed with, not the predecessor's launch
-                next = await LaunchAsync(successor.Launch, successor.Output);
+                next = await LaunchAsync(successor.Launch, successor.Output, published.Task);
             }
             catch (Exception e)
             {
@@ -287,6 +308,7 @@ public sealed class InstanceManager(
         instance.SuccessorId = next?.Id ?? "";
         Save(tracked, instance);
         Publish(InstanceEvent.Types.Type.Exited, instance, next);
+        published.TrySetResult();
         Ended?.Invoke(instance.Clone());
         tracked.Exited.TrySetResult();
     }

@@ -47,8 +47,9 @@ public sealed class WorkloadActor
     private bool _deleted;
     private DateTimeOffset _retryAt;
     private Task _loop = Task.CompletedTask;
-    // The successor armed at the Launcher (generation N+1, started there at once if instance N fails): its start span,
-    // begun at arming and ended when the successor is seen, and the context the child got.
+    // The successor armed at the Launcher (generation N+1, started there at once if instance N fails; 0: none; -1: one
+    // may be, of an unknown generation): its start span, begun at arming and ended when the successor is seen, and the
+    // context the child got.
     private long _armedGeneration;
     private Activity? _armedSpan;
     private string? _armedTraceparent;
@@ -527,9 +528,13 @@ public sealed class WorkloadActor
         if (!_tracker.IsDue)
         {
             var exit = _workload.Status.LastExit;
-            if (await StopCurrentAsync("started by the launcher, but the restart policy now says wait") == StopOutcome.Stopped) _workload.Status.LastExit = exit;
-            Save(FromTracker(), Describe(DescribeExit(exit)));
-            return;
+            if (await StopCurrentAsync("started by the launcher, but the restart policy now says wait") == StopOutcome.Stopped)
+            {
+                _workload.Status.LastExit = exit;
+                Save(FromTracker(), Describe(DescribeExit(exit)));
+                return;
+            }
+            // It cannot be stopped now (the launcher is out of reach): it runs, and is the current instance.
         }
         if (span is not null)
         {
@@ -579,6 +584,8 @@ public sealed class WorkloadActor
         }
         catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException && !_stop.IsCancellationRequested)
         {
+            if (_armedGeneration == 0 && e is not RpcException { StatusCode: StatusCode.FailedPrecondition or StatusCode.Unimplemented })
+                _armedGeneration = -1; // the call may have landed: disarmed explicitly if the policy changes
             // An older launcher (UNIMPLEMENTED), an instance that exited meanwhile (its EXITED is on its way), or the
             // launcher out of reach (armed again at the reconcile when it is back).
             _logger.LogDebug("Workload {Workload}: no successor armed for instance {Instance}: {Error}", Name, status.InstanceId, Message(e));
@@ -613,12 +620,18 @@ public sealed class WorkloadActor
     {
         var status = _workload.Status;
         var generation = status.Generation.ToString(CultureInfo.InvariantCulture);
-        var currentRuns = status.InstanceId.Length > 0 && running.Any(i => i.Id == status.InstanceId);
+        // What the launcher holds for the current instance: an arm it lost (its restart) or one we did not know of (ours).
+        if (running.FirstOrDefault(i => i.Id == status.InstanceId) is { } listed)
+        {
+            if (!listed.SuccessorArmed) DropArm();
+            else if (_armedGeneration == 0) _armedGeneration = -1;
+        }
         // Strays: running instances of this workload from another generation (a start that was never recorded).
         foreach (var stray in running)
         {
             if (stray.Id == status.InstanceId) continue;
-            if (status.InstanceId.Length > 0 && !currentRuns && IsSuccessor(stray, status.Generation)) continue; // its armed successor: taken below
+            // Its armed successor: taken below, or by the EXITED that follows it (listed while the exit was being recorded).
+            if (status.InstanceId.Length > 0 && IsSuccessor(stray, status.Generation)) continue;
             if (_launchPending && status.InstanceId.Length == 0 && stray.Labels.GetValueOrDefault(LabelGeneration) == generation) continue; // adopted below
             _logger.LogWarning("Workload {Workload}: stopping stray instance {Instance} (generation {Generation})", Name, stray.Id, stray.Labels.GetValueOrDefault(LabelGeneration));
             try
@@ -667,7 +680,8 @@ public sealed class WorkloadActor
             Save(status.Phase, status.Message);
         }
         _reconciled = true;
-        await ArmAsync(); // a restarted launcher has forgotten its arms; a restarted supervisor its own
+        // A restarted launcher has forgotten its arms, a restarted supervisor its own: armed again unless in place.
+        if (running.FirstOrDefault(i => i.Id == status.InstanceId) is not { SuccessorArmed: true } || _armedGeneration != status.Generation + 1) await ArmAsync();
     }
 
     // ------------------------------------------------------------------ monitor targets

@@ -56,6 +56,27 @@ public sealed class SuccessorTests : LauncherTestBase
     }
 
     [Fact]
+    public async Task A_successor_that_dies_at_once_is_reported_after_its_predecessor_and_a_repeated_launch_sees_it_exited()
+    {
+        var first = await LaunchAsync("sleeper");
+        var doomed = new LaunchRequest { Process = new ProcessSpec { Executable = "/bin/sh", Args = { "-c", "exit 4" } }, RequestId = "doomed", Workload = "follower" };
+        await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = first.Id, Successor = doomed });
+        using var watch = Client.WatchInstanceEvents(new WatchInstanceEventsRequest());
+        await watch.ResponseHeadersAsync;
+
+        ProcessTree.Signal(ProcFs.Identify((int)first.Pid)!.Value, ProcessTree.SIGKILL);
+        var events = new List<InstanceEvent> { await NextAsync(watch), await NextAsync(watch), await NextAsync(watch) };
+        var successorId = events[0].Instance.Id;
+        Assert.Equal(
+            [(InstanceEvent.Types.Type.Started, successorId), (InstanceEvent.Types.Type.Exited, first.Id), (InstanceEvent.Types.Type.Exited, successorId)],
+            events.Select(e => (e.Type, e.Instance.Id)));
+        Assert.Equal(4, events[2].Instance.ExitCode);
+        // The same request id again: that instance, as it is now (exited), and nothing new started.
+        var again = await Client.LaunchAsync(doomed);
+        Assert.Equal((successorId, Instance.Types.State.Exited), (again.Id, again.State));
+    }
+
+    [Fact]
     public async Task A_stop_asked_for_starts_no_successor_and_leaves_no_prepared_output_behind()
     {
         var first = await LaunchAsync("sleeper");
