@@ -380,8 +380,8 @@ public sealed class WorkloadActor
         if (instance.State == Instance.Types.State.Exited) await HandleExitAsync(instance, "exited");
         else
         {
-            await ArmAsync();
             await EnsureTargetsAsync();
+            await ArmAsync();
         }
         return null;
     }
@@ -549,8 +549,8 @@ public sealed class WorkloadActor
         History(generation, "started", $"{RestartReason()}; restarted at once by the launcher (armed); instance {successor.Id}, pid {successor.Pid}");
         Save(Phase.Running, $"running generation {generation} (pid {successor.Pid})");
         _targetsAdded = false;
-        await ArmAsync();
         await EnsureTargetsAsync();
+        await ArmAsync();
     }
 
     /// <summary>

@@ -57,9 +57,10 @@ public sealed class HealthTests : SupervisorTestBase
         Assert.StartsWith("unhealthy: HTTP 500", second.Status.LastExit.Reason);
         failing = false;
         Assert.Null(ProcFs.Identify((int)first.Status.Pid));
-        // The old generation's target is gone; the new one's is there.
-        var targets = (await monitor.ListTargetsAsync(new ListTargetsRequest { Workload = "served" })).Targets.Select(t => t.Id).ToList();
-        Assert.Equal(["supervisor/served/2/health"], targets);
+        // The old generation's target goes, the new one's comes (both just after the restart is recorded).
+        await Testing.Eventually.ValueAsync(
+            async () => (await monitor.ListTargetsAsync(new ListTargetsRequest { Workload = "served" })).Targets.Select(t => t.Id).ToList(),
+            ids => ids.SequenceEqual(["supervisor/served/2/health"]), Timeout, "only generation 2's health target");
         await app.StopAsync();
 
         // The server goes away entirely: connection refused is a failure too; but a stopped monitor (UNKNOWN) is not.
