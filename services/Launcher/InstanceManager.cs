@@ -67,17 +67,17 @@ public sealed class InstanceManager(
     private sealed record PreparedOutput(string Id, string Directory);
 
     /// <summary>
-    /// A new instance id and its output directory; with <paramref name="create"/>, the directory and its two (empty)
-    /// output files are made now. An armed successor gets them at arming: creating a directory and two files costs
+    /// A new instance id and its output directory, made now; with <paramref name="files"/>, its two (empty) output
+    /// files too. An armed successor gets them at arming: creating a directory and two files costs
     /// a few ms on an ordinary disk (journal writes), several times the spawn itself, and must not delay a restart.
     /// </summary>
-    private PreparedOutput PrepareOutput(bool create)
+    private PreparedOutput PrepareOutput(bool files)
     {
         var id = System.Ulid.NewUlid().ToString();
         var directory = Path.Combine(_dataDirectory, "instances", id);
-        if (create)
+        Directory.CreateDirectory(directory);
+        if (files)
         {
-            Directory.CreateDirectory(directory);
             File.Create(Path.Combine(directory, "stdout.log")).Dispose();
             File.Create(Path.Combine(directory, "stderr.log")).Dispose();
         }
@@ -190,8 +190,7 @@ public sealed class InstanceManager(
 
     private async Task<Instance> StartAsync(ResolvedLaunch launch, PreparedOutput? prepared = null, Task? exitsAfter = null)
     {
-        var (id, logDirectory) = prepared ?? PrepareOutput(create: false);
-        if (prepared is null) Directory.CreateDirectory(logDirectory);
+        var (id, logDirectory) = prepared ?? PrepareOutput(files: false);
 
         var env = new Dictionary<string, string>(launch.Environment, StringComparer.Ordinal)
         {
@@ -320,7 +319,7 @@ public sealed class InstanceManager(
     public Instance ArmSuccessor(string id, ResolvedLaunch? successor, bool onFailureOnly)
     {
         var tracked = Find(id);
-        var armed = successor is null ? null : new ArmedSuccessor(successor with { ArmedSuccessor = true }, onFailureOnly, PrepareOutput(create: true));
+        var armed = successor is null ? null : new ArmedSuccessor(successor with { ArmedSuccessor = true }, onFailureOnly, PrepareOutput(files: true));
         ArmedSuccessor? replaced;
         lock (tracked.Lock)
         {

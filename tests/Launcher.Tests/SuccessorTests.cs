@@ -18,6 +18,10 @@ public sealed class SuccessorTests : LauncherTestBase
 
     private string InstancesDirectory => Path.Combine(DataDirectory, "instances");
 
+    private Task<Instance> ExitedAsync(string id) =>
+        Eventually.ValueAsync(() => Client.GetInstanceAsync(new GetInstanceRequest { Id = id }).ResponseAsync,
+            i => i.State == Instance.Types.State.Exited, Timeout, $"instance {id} to exit");
+
     private async Task<InstanceEvent> NextAsync(AsyncServerStreamingCall<InstanceEvent> watch)
     {
         using var cts = new CancellationTokenSource(Timeout);
@@ -97,14 +101,12 @@ public sealed class SuccessorTests : LauncherTestBase
         // exit3 ends with code 3 after 0.2 s: a failure.
         var failing = await LaunchAsync("exit3");
         await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = failing.Id, Successor = Successor("after-failure"), OnFailureOnly = true });
-        var failed = await Eventually.ValueAsync(() => Client.GetInstanceAsync(new GetInstanceRequest { Id = failing.Id }).ResponseAsync,
-            i => i.State == Instance.Types.State.Exited, Timeout, "exit3 to exit");
+        var failed = await ExitedAsync(failing.Id);
         Assert.NotEqual("", failed.SuccessorId);
 
         var clean = await Client.LaunchAsync(new LaunchRequest { Process = new ProcessSpec { Executable = "/bin/sh", Args = { "-c", "sleep 0.3; exit 0" } } });
         await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = clean.Id, Successor = Successor("after-success"), OnFailureOnly = true });
-        var ended = await Eventually.ValueAsync(() => Client.GetInstanceAsync(new GetInstanceRequest { Id = clean.Id }).ResponseAsync,
-            i => i.State == Instance.Types.State.Exited, Timeout, "the clean one to exit");
+        var ended = await ExitedAsync(clean.Id);
         Assert.Equal(0, ended.ExitCode);
         Assert.Equal("", ended.SuccessorId);
         await Task.Delay(200);
@@ -126,8 +128,7 @@ public sealed class SuccessorTests : LauncherTestBase
         await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = first.Id, Successor = second });
 
         ProcessTree.Signal(ProcFs.Identify((int)first.Pid)!.Value, ProcessTree.SIGKILL);
-        var exited = await Eventually.ValueAsync(() => Client.GetInstanceAsync(new GetInstanceRequest { Id = first.Id }).ResponseAsync,
-            i => i.State == Instance.Types.State.Exited, Timeout, "the first to exit");
+        var exited = await ExitedAsync(first.Id);
         var successor = await Client.GetInstanceAsync(new GetInstanceRequest { Id = exited.SuccessorId });
         Assert.Equal("3", successor.Labels["generation"]);
         Assert.Single((await Client.ListInstancesAsync(new ListInstancesRequest { Workload = "follower" })).Instances);

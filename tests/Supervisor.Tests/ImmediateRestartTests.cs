@@ -23,29 +23,38 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
     };
 
     private Task<Instance> ArmedAsync(string instanceId) =>
-        Eventually.ValueAsync(() => LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = instanceId }).ResponseAsync,
+        Eventually.ValueAsync(() => InstanceAsync(instanceId),
             i => i.SuccessorArmed, Timeout, $"a successor armed for {instanceId}");
+
+    private Task<Instance> InstanceAsync(string id) => LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = id }).ResponseAsync;
+
+    /// <summary>Applies a zero-backoff workload running `sleep 300` and waits until generation 1 runs and is armed.</summary>
+    private async Task<Workload> ArmedWorkloadAsync(string name, RestartPolicy? policy = null)
+    {
+        await ApplyAsync(Shell(name, "exec sleep 300", policy ?? Immediate()));
+        var first = await RunningAsync(name, 1);
+        await ArmedAsync(first.Status.InstanceId);
+        return first;
+    }
 
     private static void Kill(long pid) => ProcessTree.Signal(ProcFs.Identify((int)pid)!.Value, ProcessTree.SIGKILL);
 
     [Fact]
     public async Task A_crash_is_followed_by_the_armed_generation_started_by_the_launcher_and_counted_like_any_restart()
     {
-        await ApplyAsync(Shell("instant", "exec sleep 300", Immediate()));
-        var first = await RunningAsync("instant", 1);
-        await ArmedAsync(first.Status.InstanceId);
+        var first = await ArmedWorkloadAsync("instant");
 
         Kill(first.Status.Pid);
         var second = await RunningAsync("instant", 2);
         // The launcher started it itself: the exited instance names it as its successor.
-        var exited = await LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = first.Status.InstanceId });
+        var exited = await InstanceAsync(first.Status.InstanceId);
         Assert.Equal(Instance.Types.State.Exited, exited.State);
         Assert.Equal(second.Status.InstanceId, exited.SuccessorId);
         Assert.Equal(9, second.Status.LastExit.Signal);
         Assert.Equal(1, second.Status.RestartCount);
         Assert.Equal(1, second.Status.TotalRestarts);
         // Fenced like every start: its generation in the label and the environment, in the workload's trace.
-        var successor = await LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = second.Status.InstanceId });
+        var successor = await InstanceAsync(second.Status.InstanceId);
         Assert.Equal("2", successor.Labels[WorkloadActorLabels.Generation]);
         var env = await ProcessEnvironment.ReadAsync(second.Status.Pid);
         Assert.Contains("PLATFORM_GENERATION=2", env);
@@ -73,7 +82,7 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
         }
         // Two restarts used up the limit: the launcher holds no successor for this one...
         await Task.Delay(300);
-        Assert.False((await LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = current.Status.InstanceId })).SuccessorArmed);
+        Assert.False((await InstanceAsync(current.Status.InstanceId)).SuccessorArmed);
         // ...so its crash starts nothing: the supervisor cools off.
         Kill(current.Status.Pid);
         var cooling = await WaitAsync("limited", w => w.Status.Phase == Phase.CoolingOff, "limited to cool off");
@@ -85,9 +94,7 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
     [Fact]
     public async Task Under_ON_FAILURE_a_signal_is_followed_by_the_successor_and_a_clean_exit_by_nothing()
     {
-        await ApplyAsync(Shell("onfail", "exec sleep 300", Immediate(mode: RestartPolicy.Types.Mode.OnFailure)));
-        var first = await RunningAsync("onfail", 1);
-        await ArmedAsync(first.Status.InstanceId);
+        var first = await ArmedWorkloadAsync("onfail", Immediate(mode: RestartPolicy.Types.Mode.OnFailure));
         ProcessTree.Signal(ProcFs.Identify((int)first.Status.Pid)!.Value, ProcessTree.SIGTERM);
         await RunningAsync("onfail", 2);
 
@@ -98,7 +105,7 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
         var stopped = await WaitAsync("clean", w => w.Status.Phase == Phase.Stopped, "clean to stop after its clean exit");
         Assert.Equal(1, stopped.Status.Generation);
         Assert.Equal(0, stopped.Status.LastExit.ExitCode);
-        Assert.Equal("", (await LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = running.Status.InstanceId })).SuccessorId);
+        Assert.Equal("", (await InstanceAsync(running.Status.InstanceId)).SuccessorId);
         await Task.Delay(300);
         Assert.Empty(await LiveInstancesAsync("clean"));
     }
@@ -106,16 +113,14 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
     [Fact]
     public async Task A_restart_by_hand_or_a_delete_of_an_armed_workload_leaves_exactly_one_or_no_instance()
     {
-        await ApplyAsync(Shell("manual", "exec sleep 300", Immediate()));
-        var first = await RunningAsync("manual", 1);
-        await ArmedAsync(first.Status.InstanceId);
+        var first = await ArmedWorkloadAsync("manual");
 
         // A stop asked for is not a crash: the launcher starts no successor; the supervisor starts generation 2.
         var restarted = await Client.RestartWorkloadAsync(new RestartWorkloadRequest { Name = "manual" });
         Assert.Equal(2, restarted.Status.Generation);
         await Task.Delay(300);
         Assert.Equal([restarted.Status.InstanceId], (await LiveInstancesAsync("manual")).Select(i => i.Id));
-        Assert.Equal("", (await LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = first.Status.InstanceId })).SuccessorId);
+        Assert.Equal("", (await InstanceAsync(first.Status.InstanceId)).SuccessorId);
 
         await ArmedAsync(restarted.Status.InstanceId);
         await Client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "manual" });
@@ -126,15 +131,13 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
     [Fact]
     public async Task A_policy_change_to_a_backoff_disarms_the_launcher()
     {
-        await ApplyAsync(Shell("slowed", "exec sleep 300", Immediate()));
-        var first = await RunningAsync("slowed", 1);
-        await ArmedAsync(first.Status.InstanceId);
+        var first = await ArmedWorkloadAsync("slowed");
 
         var slow = Immediate();
         slow.InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(30));
         slow.MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(60));
         await ApplyAsync(Shell("slowed", "exec sleep 300", slow));
-        Assert.False((await LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = first.Status.InstanceId })).SuccessorArmed);
+        Assert.False((await InstanceAsync(first.Status.InstanceId)).SuccessorArmed);
 
         Kill(first.Status.Pid);
         var backing = await WaitAsync("slowed", w => w.Status.Phase == Phase.BackingOff, "slowed to back off");
@@ -145,14 +148,12 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
     [Fact]
     public async Task A_successor_started_while_the_supervisor_was_down_is_taken_as_the_next_generation_not_stopped_as_a_stray()
     {
-        await ApplyAsync(Shell("orphan", "exec sleep 300", Immediate()));
-        var first = await RunningAsync("orphan", 1);
-        await ArmedAsync(first.Status.InstanceId);
+        var first = await ArmedWorkloadAsync("orphan");
 
         await SupervisorProcess.KillAsync();
         Kill(first.Status.Pid);
         var successor = await Eventually.ValueAsync(
-            async () => (await LauncherClient.GetInstanceAsync(new GetInstanceRequest { Id = first.Status.InstanceId })).SuccessorId,
+            async () => (await InstanceAsync(first.Status.InstanceId)).SuccessorId,
             id => id.Length > 0, Timeout, "the launcher to start the successor");
         await StartSupervisorAsync();
 
