@@ -199,6 +199,7 @@ public sealed class InstanceManager(
             ["PLATFORM_NODE"] = _node,
         };
         if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
+        AddTelemetry(env, launch.Workload, id);
         // Awaited, never waited on: a pool thread blocked on a gRPC call starves the pool on a small machine. An armed
         // successor does not wait for the registry (a durable write, a few ms): its session is registered right after.
         var sessionId = RegisterBeforeStart is { } register && !launch.ArmedSuccessor ? await register(id, launch.Workload, _node, launch.Labels) : null;
@@ -253,6 +254,28 @@ public sealed class InstanceManager(
         Started?.Invoke(instance.Clone(), launch.SessionAttributes);
         _ = WatchExitAsync(tracked, exitsAfter);
         return instance.Clone();
+    }
+
+    /// <summary>Variables of the OpenTelemetry exporter the launcher itself was given, passed on to what it launches.</summary>
+    private static readonly string[] TelemetryVariables =
+        ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BLRP_SCHEDULE_DELAY", "OTEL_METRIC_EXPORT_INTERVAL"];
+
+    /// <summary>
+    /// An instrumented agent exports where the platform does (the AppHost's dashboard, a cluster's collector), as the
+    /// service named after its workload and with its instance id as <c>service.instance.id</c>, so it shows up beside
+    /// the platform's services. What the launch request sets itself wins.
+    /// </summary>
+    private void AddTelemetry(Dictionary<string, string> env, string workload, string instanceId)
+    {
+        if (string.IsNullOrWhiteSpace(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) return;
+        foreach (var name in TelemetryVariables)
+        {
+            if (configuration[name] is { Length: > 0 } value) env.TryAdd(name, value);
+        }
+        if (workload.Length > 0) env.TryAdd("OTEL_SERVICE_NAME", workload);
+        env["OTEL_RESOURCE_ATTRIBUTES"] = env.TryGetValue("OTEL_RESOURCE_ATTRIBUTES", out var attributes) && attributes.Length > 0
+            ? $"service.instance.id={instanceId},{attributes}"
+            : $"service.instance.id={instanceId}";
     }
 
     /// <summary>Records and publishes the instance's exit; a successor's exit never before its predecessor's

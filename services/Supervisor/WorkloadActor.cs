@@ -51,7 +51,6 @@ public sealed class WorkloadActor
     // may be, of an unknown generation): its start span, begun at arming and ended when the successor is seen, and the
     // context the child got.
     private long _armedGeneration;
-    private Activity? _armedSpan;
     private string? _armedTraceparent;
 
     public WorkloadActor(WorkloadRecord record, bool reconciled, Dependencies deps, WorkloadStore store, SupervisorOptions options,
@@ -518,8 +517,7 @@ public sealed class WorkloadActor
     private async Task TakeSuccessorAsync(Instance successor, Instance predecessor)
     {
         var generation = _workload.Status.Generation + 1;
-        var (span, traceparent) = generation == _armedGeneration ? (_armedSpan, _armedTraceparent) : (null, null);
-        _armedSpan = null;
+        var traceparent = generation == _armedGeneration ? _armedTraceparent : null;
         _armedTraceparent = null;
         _armedGeneration = 0;
         _workload.Status.Generation = generation;
@@ -535,14 +533,6 @@ public sealed class WorkloadActor
                 return;
             }
             // It cannot be stopped now (the launcher is out of reach): it runs, and is the current instance.
-        }
-        if (span is not null)
-        {
-            span.SetStartTime((predecessor.ExitTime ?? successor.StartTime).ToDateTime());
-            span.SetEndTime(successor.StartTime.ToDateTime());
-            span.SetTag("reason", RestartReason());
-            span.SetTag("armed", true);
-            span.Stop();
         }
         if (traceparent is not null) _previousAttempt = traceparent;
         _tracker.Started();
@@ -579,11 +569,18 @@ public sealed class WorkloadActor
         {
             await _deps.CallLauncherAsync(ct => _deps.Launcher.ArmSuccessorAsync(request, deadline: _time.GetUtcNow().UtcDateTime + _options.CallTimeout, cancellationToken: ct).ResponseAsync, _stop.Token);
             _armedGeneration = onFailure ? status.Generation + 1 : 0;
-            _armedSpan = span;
             _armedTraceparent = traceparent;
+            // Ended (and so exported) now, not when the successor starts: the successor continues this span's trace
+            // as its parent, and this supervisor may be gone by then (a restart of it must not orphan the child).
+            span?.SetTag("armed", true);
+            span?.Stop();
         }
         catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException && !_stop.IsCancellationRequested)
         {
+            // The call may have landed: its successor would name this span as its parent, so it is exported too.
+            span?.SetTag("armed", true);
+            span?.SetStatus(ActivityStatusCode.Error, Message(e));
+            span?.Stop();
             if (_armedGeneration == 0 && e is not RpcException { StatusCode: StatusCode.FailedPrecondition or StatusCode.Unimplemented })
                 _armedGeneration = -1; // the call may have landed: disarmed explicitly if the policy changes
             // An older launcher (UNIMPLEMENTED), an instance that exited meanwhile (its EXITED is on its way), or the
@@ -596,7 +593,6 @@ public sealed class WorkloadActor
     private void DropArm()
     {
         _armedGeneration = 0;
-        _armedSpan = null;
         _armedTraceparent = null;
     }
 

@@ -20,16 +20,41 @@ public sealed record ResourceInfo(string Name, string State, string Health, int?
 }
 
 /// <summary>apphost.json.</summary>
-public sealed record AppHostState(int Pid, IReadOnlyList<ResourceInfo> Resources)
+public sealed record AppHostState(int Pid, IReadOnlyList<ResourceInfo> Resources, string? Dashboard = null, int? DashboardPid = null)
 {
     public ResourceInfo this[string name] => Resources.Single(r => r.Name == name);
+
+    /// <summary>The apphost.json of a state directory; throws when there is none.</summary>
+    public static AppHostState Read(string stateDirectory) =>
+        TryRead(stateDirectory) ?? throw new FileNotFoundException("no apphost.json", Path.Combine(stateDirectory, "apphost.json"));
+
+    /// <summary>The apphost.json of a state directory; null while it does not exist.</summary>
+    public static AppHostState? TryRead(string stateDirectory)
+    {
+        string text;
+        try { text = File.ReadAllText(Path.Combine(stateDirectory, "apphost.json")); }
+        catch (FileNotFoundException) { return null; }
+        using var json = JsonDocument.Parse(text);
+        var root = json.RootElement;
+        var resources = root.GetProperty("resources").EnumerateArray().Select(r => new ResourceInfo(
+            r.GetProperty("name").GetString()!,
+            r.GetProperty("state").GetString()!,
+            r.GetProperty("health").GetString()!,
+            r.GetProperty("pid").ValueKind == JsonValueKind.Number ? r.GetProperty("pid").GetInt32() : null,
+            r.GetProperty("restarts").GetInt32(),
+            r.GetProperty("endpoints").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!))).ToList();
+        return new AppHostState(root.GetProperty("pid").GetInt32(), resources,
+            root.TryGetProperty("dashboard", out var dashboard) ? dashboard.GetString() : null,
+            root.TryGetProperty("dashboardPid", out var dashboardPid) && dashboardPid.ValueKind == JsonValueKind.Number ? dashboardPid.GetInt32() : null);
+    }
 
     public bool AllUp => Resources.Count > 0 && Resources.All(r => r.IsUp);
 }
 
 /// <summary>
 /// The real AppHost, started as a process (as `dotnet run --project AppHost` would, minus the build), with its own
-/// state directory. Disposing it kills whatever is left of it.
+/// state directory. Disposing it kills whatever is left of it. Tests that need no process boundary use
+/// Aspire.Hosting.Testing instead.
 /// </summary>
 public sealed partial class AppHostProcess : IAsyncDisposable
 {
@@ -59,6 +84,14 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         assembly.GetCustomAttributes<AssemblyMetadataAttribute>().SingleOrDefault(a => a.Key == $"PlatformProject:{projectName}")?.Value
         ?? throw new InvalidOperationException($"{assembly.GetName().Name} does not reference {projectName} (eng/ProjectOutputs.targets)");
 
+    /// <summary>The dashboard's address when started by <see cref="Start"/>.</summary>
+    public string DashboardUrl { get; private set; } = "";
+
+    /// <summary>
+    /// Starts the built AppHost as `dotnet run --project AppHost` would, minus the build and the launch profile, whose
+    /// settings are given here instead: a dashboard on free loopback ports, HTTP without a certificate, no login, and
+    /// (as Aspire.Hosting.Testing does) random ports for every endpoint, so that runs never collide.
+    /// </summary>
     public static AppHostProcess Start(string appHostDll, string stateDirectory, IReadOnlyDictionary<string, string>? environment = null)
     {
         // Through the platform's reaper, not System.Diagnostics.Process (the two must not be mixed, DESIGN.md §8).
@@ -66,9 +99,18 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables()) env[(string)entry.Key] = (string?)entry.Value ?? "";
         env["PLATFORM_STATE_DIR"] = stateDirectory;
         env["NO_COLOR"] = "1";
+        env["DOTNET_ENVIRONMENT"] = "Development";
+        env["ASPNETCORE_ENVIRONMENT"] = "Development";
+        var dashboard = $"http://127.0.0.1:{FreePort()}";
+        env["ASPNETCORE_URLS"] = dashboard;
+        env["ASPIRE_DASHBOARD_OTLP_ENDPOINT_URL"] = $"http://127.0.0.1:{FreePort()}";
+        env["ASPIRE_RESOURCE_SERVICE_ENDPOINT_URL"] = $"http://127.0.0.1:{FreePort()}";
+        env["ASPIRE_ALLOW_UNSECURED_TRANSPORT"] = "true";
+        env["ASPIRE_DASHBOARD_UNSECURED_ALLOW_ANONYMOUS"] = "true";
+        env["DcpPublisher__RandomizePorts"] = "true";
         foreach (var (key, value) in environment ?? new Dictionary<string, string>()) env[key] = value;
 
-        var host = new AppHostProcess(stateDirectory);
+        var host = new AppHostProcess(stateDirectory) { DashboardUrl = dashboard };
         host._process = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", [appHostDll], env, Path.GetDirectoryName(appHostDll), StdioTarget.Pipe, StdioTarget.Pipe));
         host.Pump(host._process.StandardOutput!);
         host.Pump(host._process.StandardError!);
@@ -88,21 +130,15 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         lock (_output) _output.AppendLine(line);
     }
 
-    /// <summary>Reads apphost.json; null while it does not exist yet.</summary>
-    public AppHostState? ReadState()
+    private static int FreePort()
     {
-        if (!File.Exists(StateFile)) return null;
-        using var json = JsonDocument.Parse(File.ReadAllText(StateFile));
-        var root = json.RootElement;
-        var resources = root.GetProperty("resources").EnumerateArray().Select(r => new ResourceInfo(
-            r.GetProperty("name").GetString()!,
-            r.GetProperty("state").GetString()!,
-            r.GetProperty("health").GetString()!,
-            r.GetProperty("pid").ValueKind == JsonValueKind.Number ? r.GetProperty("pid").GetInt32() : null,
-            r.GetProperty("restarts").GetInt32(),
-            r.GetProperty("endpoints").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!))).ToList();
-        return new AppHostState(root.GetProperty("pid").GetInt32(), resources);
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
     }
+
+    /// <summary>Reads apphost.json; null while it does not exist yet.</summary>
+    public AppHostState? ReadState() => AppHostState.TryRead(StateDirectory);
 
     /// <summary>Polls apphost.json until <paramref name="condition"/> holds; fails with the AppHost's output otherwise.</summary>
     public async Task<AppHostState> WaitForStateAsync(Func<AppHostState, bool> condition, TimeSpan timeout)
@@ -189,9 +225,54 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         return found;
     }
 
+    /// <summary>
+    /// Every process of this AppHost run that is alive now: the AppHost, its DCP (`--monitor PID` and whatever shares
+    /// its kubeconfig), DCP's `monitor-process` helpers, the dashboard and the services (by their data directory).
+    /// </summary>
+    public List<(int Pid, string Command)> OwnProcesses()
+    {
+        var commands = new Dictionary<int, string[]>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            try
+            {
+                if (ProcessControl.ProcFs.ReadStat(pid) is not { IsZombie: false }) continue;
+                commands[pid] = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0', StringSplitOptions.RemoveEmptyEntries);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
+
+        var own = new HashSet<int> { Pid };
+        own.UnionWith(PlatformProcesses(StateDirectory));
+        var kubeconfigs = commands.Where(c => Argument(c.Value, "--monitor") == Pid.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            .Select(c => Argument(c.Value, "--kubeconfig")?.Trim('"')).Where(k => k is not null).ToHashSet();
+        foreach (var (pid, command) in commands)
+        {
+            if (Argument(command, "--monitor") == Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)) own.Add(pid);
+            if (Argument(command, "--kubeconfig")?.Trim('"') is { } k && kubeconfigs.Contains(k)) own.Add(pid);
+        }
+        if (ReadState() is { } state && state.DashboardPid is { } dashboardPid) own.Add(dashboardPid);
+        foreach (var (pid, command) in commands)
+        {
+            if (Argument(command, "--child") is { } child && int.TryParse(child, out var watched) && own.Contains(watched)) own.Add(pid);
+        }
+        return own.Where(commands.ContainsKey).Select(pid => (pid, string.Join(' ', commands[pid]))).ToList();
+    }
+
+    private static string? Argument(string[] command, string name)
+    {
+        var index = Array.IndexOf(command, name);
+        return index >= 0 && index + 1 < command.Length ? command[index + 1] : null;
+    }
+
     public async ValueTask DisposeAsync()
     {
+        var left = HasExited ? [] : OwnProcesses();
         if (!HasExited) await ProcessTree.StopAsync(_process.Identity, TimeSpan.Zero);
+        foreach (var (pid, _) in left) Signal(pid, SIGKILL);
         foreach (var pid in PlatformProcesses(StateDirectory)) Signal(pid, SIGKILL);
     }
 }

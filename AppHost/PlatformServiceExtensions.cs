@@ -1,0 +1,75 @@
+using System.Reflection;
+using Platform.AppHost;
+
+namespace Aspire.Hosting;
+
+/// <summary>
+/// How a platform service runs under the AppHost, on top of what <c>AddProject</c> gives (its <c>grpc</c> HTTP/2 and
+/// <c>http</c> HTTP/1.1 endpoints come from the service's own Kestrel settings in appsettings.json).
+/// </summary>
+public static class PlatformServiceExtensions
+{
+    /// <summary>
+    /// A platform service: started from its build output, a data directory under the AppHost's state directory,
+    /// OpenTelemetry exported promptly, <c>/health</c> on the <c>http</c> endpoint as its health (what WaitFor waits
+    /// on), and the restart policy Aspire lacks.
+    /// </summary>
+    public static IResourceBuilder<ProjectResource> AsPlatformService(this IResourceBuilder<ProjectResource> builder)
+    {
+        var state = PlatformState.For(builder.ApplicationBuilder);
+        return builder
+            .RunFromBuildOutput()
+            .WithEnvironment(PlatformState.DataDirectoryVariable, state.DataDirectory(builder.Resource.Name))
+            .WithEnvironment(context =>
+            {
+                // Single-line console logs read well in the dashboard's console view.
+                context.EnvironmentVariables["Logging__Console__FormatterName"] = "simple";
+                context.EnvironmentVariables["Logging__Console__FormatterOptions__SingleLine"] = "true";
+                // gRPC server spans (DESIGN.md §7), and telemetry that shows up within a second.
+                context.EnvironmentVariables["OTEL_DOTNET_EXPERIMENTAL_ASPNETCORE_ENABLE_GRPC_INSTRUMENTATION"] = "true";
+                context.EnvironmentVariables["OTEL_BSP_SCHEDULE_DELAY"] = "1000";
+                context.EnvironmentVariables["OTEL_BLRP_SCHEDULE_DELAY"] = "1000";
+                context.EnvironmentVariables["OTEL_METRIC_EXPORT_INTERVAL"] = "1000";
+                context.EnvironmentVariables["OTEL_TRACES_SAMPLER"] = "always_on";
+            })
+            .WithHttpHealthCheck("/health", endpointName: "http")
+            .WithRestartPolicy();
+    }
+
+    /// <summary>
+    /// Launches the project's own build output (its native apphost, or <c>dotnet X.dll</c>) instead of Aspire's default
+    /// <c>dotnet run --project X --no-build</c>, a ~120 MB parent process per service that only waits for its child.
+    /// The resource stays a project resource (its <c>Projects.*</c> type and the dashboard's project view); this is
+    /// the <see cref="ExecutableAnnotation"/> that Aspire consults for projects. The output path is recorded at build
+    /// time by eng/ProjectOutputs.targets, so it follows the configuration the AppHost was built with.
+    /// </summary>
+    public static IResourceBuilder<ProjectResource> RunFromBuildOutput(this IResourceBuilder<ProjectResource> builder)
+    {
+        var metadata = builder.Resource.GetProjectMetadata();
+        var assemblyName = Path.GetFileNameWithoutExtension(metadata.ProjectPath);
+        var dll = BuildOutput.Find(assemblyName)
+            ?? throw new DistributedApplicationException(
+                $"project '{assemblyName}' has no recorded build output: reference it from AppHost/Platform.AppHost.csproj");
+        var native = Path.ChangeExtension(dll, null);
+        var useNative = File.Exists(native);
+        builder.WithAnnotation(new ExecutableAnnotation
+        {
+            Command = useNative ? native : "dotnet",
+            WorkingDirectory = Path.GetDirectoryName(dll)!,
+        }, ResourceAnnotationMutationBehavior.Replace);
+        if (!useNative) builder.WithArgs(dll);
+        return builder;
+    }
+}
+
+/// <summary>Build output paths of the projects the AppHost references (eng/ProjectOutputs.targets).</summary>
+internal static class BuildOutput
+{
+    public static string? Find(string assemblyName) =>
+        typeof(BuildOutput).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .FirstOrDefault(a => a.Key == $"PlatformProject:{assemblyName}")?.Value;
+
+    public static string? RepositoryRoot =>
+        typeof(BuildOutput).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .FirstOrDefault(a => a.Key == "PlatformRepoRoot")?.Value;
+}

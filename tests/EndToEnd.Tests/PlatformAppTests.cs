@@ -1,0 +1,168 @@
+using Aspire.Hosting;
+using Aspire.Hosting.ApplicationModel;
+using Aspire.Hosting.Testing;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
+using Microsoft.Extensions.DependencyInjection;
+using Platform.Testing;
+
+namespace Platform.EndToEnd.Tests;
+
+/// <summary>The real AppHost's app model through Aspire.Hosting.Testing: DCP runs the four services, ports randomised.</summary>
+[Collection(AppHostCollection.Name)]
+public sealed class PlatformAppTests : IAsyncLifetime
+{
+    internal static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
+    internal static readonly string[] Services = ["registry", "launcher", "monitor", "supervisor"];
+    private readonly string _stateDirectory = Directory.CreateTempSubdirectory("platform-e2e-").FullName;
+    private readonly List<DistributedApplication> _apps = [];
+
+    private async Task<DistributedApplication> StartAsync(Action<IDistributedApplicationTestingBuilder>? change = null)
+    {
+        var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.Platform_AppHost>([$"PLATFORM_STATE_DIR={_stateDirectory}"]);
+        change?.Invoke(builder);
+        var app = await builder.BuildAsync();
+        _apps.Add(app);
+        await app.StartAsync().WaitAsync(Timeout);
+        return app;
+    }
+
+    private static async Task<Endpoints> WaitHealthyAsync(DistributedApplication app, params string[] names)
+    {
+        foreach (var name in names) await app.ResourceNotifications.WaitForResourceHealthyAsync(name, WaitBehavior.WaitOnResourceUnavailable).WaitAsync(Timeout);
+        return new Endpoints(app);
+    }
+
+    [Fact]
+    public async Task The_four_services_come_up_healthy_serve_and_heal_a_killed_service_without_touching_the_others()
+    {
+        var app = await StartAsync();
+        var endpoints = await WaitHealthyAsync(app, Services);
+
+        // Each service is a real gRPC server with reflection and both health paths; the four work together.
+        foreach (var (name, service) in Services.Zip(["platform.registry.v1.SessionRegistry", "platform.launcher.v1.Launcher", "platform.monitor.v1.AgentMonitor", "platform.supervisor.v1.Supervisor"]))
+            await Contracts.AssertServesAsync(endpoints.Grpc(name), endpoints.Http(name), service);
+        var session = await Contracts.AssertRegistryKeepsSessionsAsync(endpoints.Grpc("registry"), _stateDirectory);
+        var agent = await Contracts.AssertLauncherRunsAnAgentAsync(endpoints.Grpc("launcher"));
+        await Contracts.AssertSupervisorHealthListsItsDependenciesAsync(endpoints.Http("supervisor"));
+        await Contracts.AssertSupervisorKeepsAWorkloadAliveAsync(endpoints.Grpc("supervisor"), endpoints.Grpc("monitor"));
+
+        var pids = Services.ToDictionary(n => n, n => Pid(app, n));
+        var state = AppHostState.Read(_stateDirectory);
+        Assert.Equal(Services, state.Resources.Select(r => r.Name));
+        Assert.All(state.Resources, r => Assert.True(r.IsUp, $"{r.Name} is {r.State}/{r.Health} in apphost.json"));
+
+        // SIGKILL the registry: our restart policy brings it back on the same endpoint, with its data, the others untouched.
+        AppHostProcess.Signal(pids["registry"], AppHostProcess.SIGKILL);
+        await app.ResourceNotifications.WaitForResourceAsync("registry",
+            e => Restarts(e.Snapshot) == 1 && e.Snapshot.HealthStatus == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy).WaitAsync(Timeout);
+        Assert.NotEqual(pids["registry"], Pid(app, "registry"));
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, await AppHostProcess.CheckHealthAsync(endpoints.Grpc("registry")));
+        using (var channel = GrpcChannel.ForAddress(endpoints.Grpc("registry")))
+        {
+            var kept = await new Registry.V1.SessionRegistry.SessionRegistryClient(channel).GetSessionAsync(new Registry.V1.GetSessionRequest { Id = session.Id });
+            Assert.Equal(Registry.V1.Session.Types.State.Active, kept.State);
+        }
+        foreach (var name in Services.Skip(1))
+        {
+            Assert.Equal(pids[name], Pid(app, name));
+            Assert.Equal(0, Restarts(app, name));
+        }
+        await Eventually.ValueAsync(() => Task.FromResult(AppHostState.Read(_stateDirectory)["registry"]), r => r.Restarts == 1 && r.IsUp,
+            Timeout, "apphost.json to show the registry's restart");
+
+        // SIGKILL the launcher while its agent runs: restarted, it re-adopts the agent.
+        AppHostProcess.Signal(pids["launcher"], AppHostProcess.SIGKILL);
+        await app.ResourceNotifications.WaitForResourceAsync("launcher",
+            e => Restarts(e.Snapshot) == 1 && e.Snapshot.HealthStatus == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy).WaitAsync(Timeout);
+        using (var channel = GrpcChannel.ForAddress(endpoints.Grpc("launcher")))
+        {
+            var adopted = await new Launcher.V1.Launcher.LauncherClient(channel).GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = agent.Id });
+            Assert.True(adopted.Adopted);
+            Assert.Equal(Launcher.V1.Instance.Types.State.Running, adopted.State);
+        }
+
+        // A restart from the dashboard keeps the launcher's agents too (its own children, which DCP's tree stop would
+        // take), and is not counted as a crash.
+        var child = await Contracts.AssertLauncherRunsAnAgentAsync(endpoints.Grpc("launcher"));
+        Assert.Equal(Pid(app, "launcher"), ProcessControl.ProcFs.ReadStat((int)child.Pid)!.Value.ParentPid);
+        var commands = app.Services.GetRequiredService<ResourceCommandService>();
+        var restart = await commands.ExecuteCommandAsync("launcher", KnownResourceCommands.RestartCommand);
+        Assert.True(restart.Success, restart.Message);
+        await app.ResourceNotifications.WaitForResourceHealthyAsync("launcher", WaitBehavior.WaitOnResourceUnavailable).WaitAsync(Timeout);
+        Assert.NotNull(ProcessControl.ProcFs.Identify((int)agent.Pid));
+        using (var channel = GrpcChannel.ForAddress(endpoints.Grpc("launcher")))
+        {
+            var adopted = await new Launcher.V1.Launcher.LauncherClient(channel).GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = child.Id });
+            Assert.True(adopted.Adopted);
+            Assert.Equal(Launcher.V1.Instance.Types.State.Running, adopted.State);
+        }
+        Assert.Equal(1, Restarts(app, "launcher"));
+    }
+
+    [Fact]
+    public async Task A_service_that_cannot_start_is_left_stopped_with_its_reason_and_a_dashboard_stop_is_not_undone()
+    {
+        // The supervisor's data directory cannot exist: it fails at every start and never becomes healthy.
+        var app = await StartAsync(builder => builder.CreateResourceBuilder<ProjectResource>("supervisor")
+            .WithEnvironment("PLATFORM_DATA_DIR", "/dev/null/supervisor"));
+        var endpoints = await WaitHealthyAsync(app, "registry", "launcher", "monitor");
+
+        var gaveUp = await app.ResourceNotifications.WaitForResourceAsync("supervisor", e => e.Snapshot.State?.Text == "FailedToStart").WaitAsync(Timeout);
+        var reason = gaveUp.Snapshot.Properties.Single(p => p.Name == "platform.restart.reason").Value?.ToString();
+        Assert.StartsWith("exited 5 times without becoming healthy (last: exit code ", reason);
+        Assert.Equal(4, Restarts(gaveUp.Snapshot));
+        await Eventually.ValueAsync(() => Task.FromResult(AppHostState.Read(_stateDirectory)["supervisor"]), r => r.State == "FailedToStart",
+            Timeout, "apphost.json to show the supervisor left stopped");
+
+        // The monitor stopped by a person stays stopped (a backoff and more later), and the others keep serving.
+        var monitorPid = Pid(app, "monitor");
+        var commands = app.Services.GetRequiredService<ResourceCommandService>();
+        var stop = await commands.ExecuteCommandAsync("monitor", KnownResourceCommands.StopCommand);
+        Assert.True(stop.Success, stop.Message);
+        await app.ResourceNotifications.WaitForResourceAsync("monitor", e => e.Snapshot.State?.Text is "Exited" or "Finished").WaitAsync(Timeout);
+        Assert.True(ProcessControl.ProcFs.Identify(monitorPid) is null);
+        await Task.Delay(TimeSpan.FromSeconds(3)); // the first backoff is 1 s: a restart would have begun by now
+        var monitor = await app.ResourceNotifications.WaitForResourceAsync("monitor", _ => true);
+        Assert.True(monitor.Snapshot.State?.Text is "Exited" or "Finished", $"the stopped monitor is {monitor.Snapshot.State?.Text}");
+        Assert.Equal(0, Restarts(monitor.Snapshot));
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, await AppHostProcess.CheckHealthAsync(endpoints.Grpc("registry")));
+    }
+
+    internal static int Restarts(CustomResourceSnapshot s) =>
+        s.Properties.FirstOrDefault(p => p.Name == "platform.restarts")?.Value is int n ? n : 0;
+
+    private static int Restarts(DistributedApplication app, string name) => Restarts(Snapshot(app, name));
+
+    private static int Pid(DistributedApplication app, string name) =>
+        int.Parse(Snapshot(app, name).Properties.Single(p => p.Name == "executable.pid").Value!.ToString()!, System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The resource's snapshot now (the watch replays the current state of every resource first).</summary>
+    private static CustomResourceSnapshot Snapshot(DistributedApplication app, string name) =>
+        app.ResourceNotifications.WaitForResourceAsync(name, _ => true).WaitAsync(Timeout).GetAwaiter().GetResult().Snapshot;
+
+    public async Task InitializeAsync() => await Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        foreach (var app in _apps)
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+        try { Directory.Delete(_stateDirectory, recursive: true); } catch (IOException) { }
+    }
+
+    private sealed class Endpoints(DistributedApplication app)
+    {
+        public string Grpc(string name) => app.GetEndpoint(name, "grpc").ToString().TrimEnd('/');
+        public string Http(string name) => app.GetEndpoint(name, "http").ToString().TrimEnd('/');
+    }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class AppHostCollection
+{
+    public const string Name = "AppHost";
+}
