@@ -28,6 +28,14 @@ internal sealed class RestartPolicyService(
     public const string ReasonProperty = "platform.restart.reason";
     public const string GaveUpState = "FailedToStart";
 
+    /// <summary>How the dashboard labels our properties (highlighted ones are shown without "show all").</summary>
+    private static readonly Dictionary<string, string> DisplayNames = new()
+    {
+        [RestartsProperty] = "Restarts",
+        [NextStartProperty] = "Next start at",
+        [ReasonProperty] = "Restart policy",
+    };
+
     private readonly Dictionary<string, Watched> _watched = new(StringComparer.Ordinal);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -69,6 +77,8 @@ internal sealed class RestartPolicyService(
         else if (state == KnownResourceStates.Running)
         {
             if (previous != KnownResourceStates.Running) w.Tracker.Started();
+            if (!snapshot.Properties.Any(p => p.Name == RestartsProperty))
+                await PublishAsync(w, s => s with { Properties = Set(s.Properties, RestartsProperty, w.Restarts) }); // shown from the start
             if (snapshot.HealthStatus == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy)
             {
                 w.HealthySinceStart = true;
@@ -176,7 +186,8 @@ internal sealed class RestartPolicyService(
     internal static ImmutableArray<ResourcePropertySnapshot> Set(ImmutableArray<ResourcePropertySnapshot> properties, string name, object? value)
     {
         var kept = properties.Where(p => p.Name != name);
-        return (value is null ? kept : kept.Append(new ResourcePropertySnapshot(name, value))).ToImmutableArray();
+        var property = new ResourcePropertySnapshot(name, value) { DisplayName = DisplayNames.GetValueOrDefault(name), IsHighlighted = true };
+        return (value is null ? kept : kept.Append(property)).ToImmutableArray();
     }
 
     private sealed class Watched(IResource resource, RestartPolicyAnnotation annotation, RestartTracker tracker)

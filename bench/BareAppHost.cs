@@ -29,7 +29,7 @@ internal static class BareAppHost
             Directory.CreateDirectory(dir);
             File.WriteAllText(Path.Combine(dir, $"Svc{i}.csproj"), """
                 <Project Sdk="Microsoft.NET.Sdk.Web">
-                  <PropertyGroup><TargetFramework>net10.0</TargetFramework><ServerGarbageCollection>false</ServerGarbageCollection></PropertyGroup>
+                  <PropertyGroup><TargetFramework>net10.0</TargetFramework><ImplicitUsings>enable</ImplicitUsings><ServerGarbageCollection>false</ServerGarbageCollection></PropertyGroup>
                 </Project>
                 """);
             File.WriteAllText(Path.Combine(dir, "Program.cs"), """
@@ -47,7 +47,7 @@ internal static class BareAppHost
         Directory.CreateDirectory(Path.Combine(host, "Properties"));
         File.WriteAllText(Path.Combine(host, "BareAppHost.csproj"), $$"""
             <Project Sdk="Aspire.AppHost.Sdk/13.6.4">
-              <PropertyGroup><OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework><NoWarn>ASPIRE010;NU1603</NoWarn></PropertyGroup>
+              <PropertyGroup><OutputType>Exe</OutputType><TargetFramework>net10.0</TargetFramework><ImplicitUsings>enable</ImplicitUsings><NoWarn>ASPIRE010;NU1603</NoWarn></PropertyGroup>
               <ItemGroup>
                 <PackageReference Include="Aspire.Hosting.AppHost" Version="13.6.5" />
                 <PackageReference Include="Polly.Core" Version="8.9.1" />

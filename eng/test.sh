@@ -6,10 +6,14 @@ cd "$(dirname "$0")/.."
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-# Debian packages the tests drive for real (the AgentMonitor's tmux probes).
-if ! command -v tmux >/dev/null; then
-  echo "installing tmux (apt-get)"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux) >/dev/null 2>&1 || echo "could not install tmux"
+# Debian packages the tests drive for real: tmux (the AgentMonitor's tmux probes) and chromium (the Aspire dashboard in
+# a browser, driven by Playwright, which downloads no browser of its own here).
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (apt-get)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 || echo "could not install ${missing[*]}"
 fi
 
 if ! dotnet build Platform.sln -nologo -v quiet -clp:ErrorsOnly; then

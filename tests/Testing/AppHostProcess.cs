@@ -95,21 +95,8 @@ public sealed partial class AppHostProcess : IAsyncDisposable
     public static AppHostProcess Start(string appHostDll, string stateDirectory, IReadOnlyDictionary<string, string>? environment = null)
     {
         // Through the platform's reaper, not System.Diagnostics.Process (the two must not be mixed, DESIGN.md §8).
-        var env = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables()) env[(string)entry.Key] = (string?)entry.Value ?? "";
-        env["PLATFORM_STATE_DIR"] = stateDirectory;
-        env["NO_COLOR"] = "1";
-        env["DOTNET_ENVIRONMENT"] = "Development";
-        env["ASPNETCORE_ENVIRONMENT"] = "Development";
-        var dashboard = $"http://127.0.0.1:{FreePort()}";
-        env["ASPNETCORE_URLS"] = dashboard;
-        env["ASPIRE_DASHBOARD_OTLP_ENDPOINT_URL"] = $"http://127.0.0.1:{FreePort()}";
-        env["ASPIRE_RESOURCE_SERVICE_ENDPOINT_URL"] = $"http://127.0.0.1:{FreePort()}";
-        env["ASPIRE_ALLOW_UNSECURED_TRANSPORT"] = "true";
-        env["ASPIRE_DASHBOARD_UNSECURED_ALLOW_ANONYMOUS"] = "true";
-        env["DcpPublisher__RandomizePorts"] = "true";
-        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) env[key] = value;
-
+        var env = Environment(stateDirectory, environment);
+        var dashboard = env["ASPNETCORE_URLS"];
         var host = new AppHostProcess(stateDirectory) { DashboardUrl = dashboard };
         host._process = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", [appHostDll], env, Path.GetDirectoryName(appHostDll), StdioTarget.Pipe, StdioTarget.Pipe));
         host.Pump(host._process.StandardOutput!);
@@ -128,6 +115,25 @@ public sealed partial class AppHostProcess : IAsyncDisposable
     {
         if (line is null) return;
         lock (_output) _output.AppendLine(line);
+    }
+
+    /// <summary>The environment <see cref="Start"/> gives the AppHost: this process's, plus what the launch profile would set.</summary>
+    public static Dictionary<string, string> Environment(string stateDirectory, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (DictionaryEntry entry in System.Environment.GetEnvironmentVariables()) env[(string)entry.Key] = (string?)entry.Value ?? "";
+        env["PLATFORM_STATE_DIR"] = stateDirectory;
+        env["NO_COLOR"] = "1";
+        env["DOTNET_ENVIRONMENT"] = "Development";
+        env["ASPNETCORE_ENVIRONMENT"] = "Development";
+        env["ASPNETCORE_URLS"] = $"http://127.0.0.1:{FreePort()}";
+        env["ASPIRE_DASHBOARD_OTLP_ENDPOINT_URL"] = $"http://127.0.0.1:{FreePort()}";
+        env["ASPIRE_RESOURCE_SERVICE_ENDPOINT_URL"] = $"http://127.0.0.1:{FreePort()}";
+        env["ASPIRE_ALLOW_UNSECURED_TRANSPORT"] = "true";
+        env["ASPIRE_DASHBOARD_UNSECURED_ALLOW_ANONYMOUS"] = "true";
+        env["DcpPublisher__RandomizePorts"] = "true";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) env[key] = value;
+        return env;
     }
 
     private static int FreePort()
@@ -211,7 +217,7 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         var found = new List<int>();
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
         {
-            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == Environment.ProcessId) continue;
+            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == System.Environment.ProcessId) continue;
             try
             {
                 if (ProcessControl.ProcFs.ReadStat(pid) is not { IsZombie: false }) continue;

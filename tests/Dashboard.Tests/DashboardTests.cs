@@ -1,0 +1,141 @@
+using Grpc.Net.Client;
+using Microsoft.Playwright;
+using Platform.Supervisor.V1;
+using Platform.Testing;
+
+namespace Platform.Dashboard.Tests;
+
+/// <summary>
+/// The Aspire dashboard in a real browser (Debian's chromium driven by Playwright): the four services Running, a
+/// restart count that goes up on the open page after a SIGKILL, and a workload's restarts in one trace waterfall.
+/// Screenshots go to TestResults/screenshots/.
+/// </summary>
+public sealed class DashboardTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
+    private static readonly string[] Services = ["registry", "launcher", "monitor", "supervisor"];
+    private static readonly string Screenshots = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "TestResults", "screenshots");
+    private readonly string _stateDirectory = Directory.CreateTempSubdirectory("platform-e2e-").FullName;
+    private readonly string _work = Directory.CreateTempSubdirectory("platform-worker-").FullName;
+    private System.Diagnostics.Process _appHost = null!;
+    private IPlaywright _playwright = null!;
+    private IBrowser _browser = null!;
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(Screenshots);
+        Progress("starting playwright");
+        _playwright = await Playwright.CreateAsync();
+        Progress("playwright started");
+        // Started with System.Diagnostics.Process: this process stays an ordinary parent (no subreaper, no reaper).
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet", [AppHostProcess.ProjectOutput(typeof(DashboardTests).Assembly, "Platform.AppHost")])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var (key, value) in AppHostProcess.Environment(_stateDirectory)) start.Environment[key] = value;
+        _appHost = System.Diagnostics.Process.Start(start)!;
+        _appHost.OutputDataReceived += (_, _) => { };
+        _appHost.ErrorDataReceived += (_, _) => { };
+        _appHost.BeginOutputReadLine();
+        _appHost.BeginErrorReadLine();
+        _browser = await _playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions
+        {
+            ExecutablePath = "/usr/bin/chromium", // Debian's; Playwright downloads no browser here
+            Headless = true,
+            // Root in a sandbox-less container, and a closed network: nothing of Chromium's own to fetch.
+            // --no-zygote: renderers are children of the browser process; a double-forked zygote would be re-parented to
+            // this test process (a child subreaper, for the AppHost it starts) and reaped by its reaper (DESIGN of ProcessControl).
+            Args = ["--no-sandbox", "--no-zygote", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        });
+        Directory.CreateDirectory(Screenshots);
+    }
+
+    [Fact]
+    public async Task The_dashboard_shows_the_services_running_a_restart_count_that_rises_live_and_a_workloads_restarts_in_one_waterfall()
+    {
+        Progress("waiting for the AppHost");
+        var state = await Eventually.ValueAsync(async () =>
+            {
+                var s = AppHostState.TryRead(_stateDirectory);
+                if (s is null || s.Pid != _appHost.Id || !s.AllUp) return null;
+                var serving = await Task.WhenAll(s.Resources.Select(r => AppHostProcess.CheckHealthAsync(r.GrpcUrl)));
+                return serving.All(x => x == Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving) ? s : null;
+            }, s => s is not null, Timeout, "the four services SERVING") ?? throw new InvalidOperationException();
+        Progress("up");
+        var dashboard = new Uri(new Uri(state.Dashboard!).GetLeftPart(UriPartial.Authority));
+        var page = await _browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1600, Height = 1000 } });
+
+        // The resources page: the four services, Running.
+        await page.GotoAsync(dashboard.ToString());
+        Progress("page loaded");
+        foreach (var name in Services)
+            await Assertions.Expect(page.GetByText(name, new PageGetByTextOptions { Exact = true }).First).ToBeVisibleAsync(new() { Timeout = 30_000 });
+        await Eventually.ValueAsync(() => page.GetByText("Running", new PageGetByTextOptions { Exact = true }).CountAsync(), n => n >= 4, Timeout, "four services Running on the page");
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(Screenshots, "resources.png"), FullPage = true });
+
+        Progress("resources seen");
+        // The monitor's details: its restart count, which rises on the open page after a SIGKILL (no reload).
+        await page.GetByText("monitor", new PageGetByTextOptions { Exact = true }).First.ClickAsync();
+        var restarts = page.Locator("tr.fluent-data-grid-row")
+            .Filter(new LocatorFilterOptions { Has = page.GetByText("Restarts", new PageGetByTextOptions { Exact = true }) })
+            .Locator("td.valueColumn").First;
+        await Assertions.Expect(restarts).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"^\s*0\s*$"), new() { Timeout = 30_000 });
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(Screenshots, "monitor-before-kill.png"), FullPage = true });
+        Progress("restarts 0 seen");
+        AppHostProcess.Signal(state["monitor"].Pid!.Value, AppHostProcess.SIGKILL);
+        await Assertions.Expect(restarts).ToHaveTextAsync(new System.Text.RegularExpressions.Regex(@"^\s*1\s*$"), new() { Timeout = 60_000 });
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(Screenshots, "monitor-after-kill.png"), FullPage = true });
+
+        // A workload restarted twice: its trace shows the start spans of all three attempts in one waterfall.
+        var traceId = await RunAndCrashTwiceAsync(state["supervisor"].GrpcUrl);
+        await Task.Delay(TimeSpan.FromSeconds(2)); // the export interval
+        await page.GotoAsync(new Uri(dashboard, $"/traces/detail/{traceId}").ToString());
+        await Eventually.ValueAsync(async () =>
+            {
+                var count = await page.GetByText("supervisor.start traced").CountAsync();
+                if (count < 3) await page.ReloadAsync();
+                return count;
+            },
+            n => n >= 3, Timeout, "three start spans in the trace's waterfall");
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(Screenshots, "workload-trace.png"), FullPage = true });
+    }
+
+    private static void Progress(string step) => File.AppendAllText(Path.Combine(Screenshots, "progress.log"), $"{DateTime.UtcNow:O} {step}\n");
+
+    private async Task<string> RunAndCrashTwiceAsync(string supervisorUrl)
+    {
+        var worker = Path.ChangeExtension(AppHostProcess.ProjectOutput(typeof(DashboardTests).Assembly, "platform-worker"), null);
+        var crash = Path.Combine(_work, "crash");
+        using var channel = GrpcChannel.ForAddress(supervisorUrl);
+        var client = new Supervisor.V1.Supervisor.SupervisorClient(channel);
+        var applied = await client.ApplyWorkloadAsync(new ApplyWorkloadRequest
+        {
+            Workload = new Workload
+            {
+                Name = "traced",
+                Launch = new Launcher.V1.LaunchSpec { Process = new Launcher.V1.ProcessSpec { Executable = worker, Args = { "--crash-file", crash } } },
+                RestartPolicy = new RestartPolicy { InitialBackoff = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)) },
+            },
+        });
+        foreach (var generation in new long[] { 2, 3 })
+        {
+            await File.WriteAllTextAsync(crash, "crash");
+            await Eventually.ValueAsync(() => client.GetWorkloadAsync(new GetWorkloadRequest { Name = "traced" }).ResponseAsync,
+                w => w.Status.Generation == generation && w.Status.Phase == WorkloadStatus.Types.Phase.Running, Timeout, $"generation {generation}");
+        }
+        return applied.Status.TraceId;
+    }
+
+    public async Task DisposeAsync()
+    {
+        try { await _browser.CloseAsync().WaitAsync(TimeSpan.FromSeconds(10)); } catch (Exception e) when (e is TimeoutException or PlaywrightException) { }
+        _playwright.Dispose();
+        // Ctrl+C as a terminal sends it; the AppHost stops everything it started.
+        AppHostProcess.Signal(_appHost.Id, AppHostProcess.SIGTERM);
+        if (!_appHost.WaitForExit(TimeSpan.FromSeconds(60))) _appHost.Kill(entireProcessTree: true);
+        _appHost.Dispose();
+        try { Directory.Delete(_stateDirectory, recursive: true); } catch (IOException) { }
+        try { Directory.Delete(_work, recursive: true); } catch (IOException) { }
+    }
+}
