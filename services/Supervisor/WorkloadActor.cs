@@ -499,7 +499,7 @@ public sealed class WorkloadActor
         History(generation, "exited", DescribeExit(_workload.Status.LastExit));
         if (successor is not null && IsSuccessor(successor, generation))
         {
-            await TakeSuccessorAsync(successor, instance);
+            await TakeSuccessorAsync(successor);
             return;
         }
         Save(FromTracker(), Describe(DescribeExit(_workload.Status.LastExit)));
@@ -514,7 +514,7 @@ public sealed class WorkloadActor
     /// <summary>The Launcher started the armed successor the moment the instance exited: it is generation N+1, a
     /// restart like any other (counted, with its start span), unless the policy no longer wants an immediate restart
     /// (changed as the instance exited) — then it is stopped and the policy has its way.</summary>
-    private async Task TakeSuccessorAsync(Instance successor, Instance predecessor)
+    private async Task TakeSuccessorAsync(Instance successor)
     {
         var generation = _workload.Status.Generation + 1;
         var traceparent = generation == _armedGeneration ? _armedTraceparent : null;
