@@ -69,15 +69,13 @@ public static class LauncherExtensions
     {
         var notifications = services.GetRequiredService<ResourceNotificationService>();
         var current = await notifications.WaitForResourceAsync(resource.Name, _ => true, cancellationToken);
-        if (current.Snapshot.Properties.FirstOrDefault(p => p.Name == "executable.pid")?.Value is not { } value ||
-            !int.TryParse(value.ToString(), out var pid) || Platform.ProcessControl.ProcFs.Identify(pid) is null)
+        if (Platform.AppHost.ResourceSnapshots.Pid(current.Snapshot) is not { } pid || Platform.ProcessControl.ProcFs.Identify(pid) is not { } process)
             return false;
         services.GetService<Platform.AppHost.RestartPolicyService>()?.ExpectStop(resource);
-        if (Kill(pid, 15) != 0) return false;
+        if (!Platform.ProcessControl.ProcessTree.Signal(process, 15)) return false; // SIGTERM, to that process alone
         try
         {
-            await notifications.WaitForResourceAsync(resource.Name,
-                e => e.Snapshot.State?.Text == KnownResourceStates.Exited || e.Snapshot.State?.Text == KnownResourceStates.Finished, cancellationToken)
+            await notifications.WaitForResourceAsync(resource.Name, e => Platform.AppHost.ResourceSnapshots.IsStopped(e.Snapshot.State?.Text), cancellationToken)
                 .WaitAsync(StopTimeout, cancellationToken);
             return true;
         }
@@ -86,9 +84,6 @@ public static class LauncherExtensions
             return false;
         }
     }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static extern int Kill(int pid, int signal);
 }
 
 internal sealed class LauncherShutdown(

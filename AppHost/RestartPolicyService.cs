@@ -90,7 +90,7 @@ internal sealed class RestartPolicyService(
             w.StoppedOnRequest = true;
             w.CancelPendingStart();
         }
-        else if (IsStopped(state) && IsActive(previous) && !w.StoppedOnRequest && !lifetime.ApplicationStopping.IsCancellationRequested)
+        else if (ResourceSnapshots.IsStopped(state) && IsActive(previous) && !w.StoppedOnRequest && !lifetime.ApplicationStopping.IsCancellationRequested)
         {
             await OnCrashAsync(w, snapshot);
         }
@@ -105,9 +105,6 @@ internal sealed class RestartPolicyService(
             w.CancelPendingStart();
         }
     }
-
-    private static bool IsStopped(string? state) =>
-        state == KnownResourceStates.Exited || state == KnownResourceStates.Finished || state == KnownResourceStates.FailedToStart;
 
     private static bool IsActive(string? state) =>
         state == KnownResourceStates.Running || state == KnownResourceStates.Starting || state == KnownResourceStates.RuntimeUnhealthy;

@@ -1,9 +1,6 @@
 using System.Text.Json;
 using Aspire.Hosting;
 using Aspire.Hosting.ApplicationModel;
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -17,18 +14,14 @@ internal sealed class StateFileWriter(
     PlatformState state,
     DistributedApplicationModel model,
     ResourceNotificationService notifications,
-    IConfiguration configuration,
     ILogger<StateFileWriter> logger) : BackgroundService
 {
     private const string DashboardResource = "aspire-dashboard";
     private readonly Dictionary<string, CustomResourceSnapshot> _latest = new(StringComparer.Ordinal);
     private int? _dashboardPid;
     private string? _dashboardUrl;
+    private byte[]? _written;
 
-    private static int? Pid(CustomResourceSnapshot? s) =>
-        s?.State?.Text == KnownResourceStates.Running &&
-        s.Properties.FirstOrDefault(p => p.Name == "executable.pid")?.Value is { } value &&
-        int.TryParse(value.ToString(), out var pid) ? pid : null;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -43,7 +36,7 @@ internal sealed class StateFileWriter(
             {
                 if (change.Resource.Name == DashboardResource)
                 {
-                    _dashboardPid = Pid(change.Snapshot);
+                    _dashboardPid = ResourceSnapshots.Pid(change.Snapshot);
                     // Its own URL (ports may be randomised), with the login token when there is one.
                     _dashboardUrl = change.Snapshot.Urls.FirstOrDefault(u => !u.IsInternal && u.Url.StartsWith("http", StringComparison.Ordinal) && u.Name is "http" or "https")?.Url ?? _dashboardUrl;
                     Write(names);
@@ -65,6 +58,7 @@ internal sealed class StateFileWriter(
         try { File.Delete(state.StateFile); } catch (IOException) { }
     }
 
+    /// <summary>Rewrites the file when what it says changed (most notifications change nothing written here).</summary>
     private void Write(List<string> names)
     {
         try
@@ -74,12 +68,16 @@ internal sealed class StateFileWriter(
             {
                 json.WriteStartObject();
                 json.WriteNumber("pid", Environment.ProcessId);
-                json.WriteString("updated", DateTimeOffset.UtcNow);
-                if ((_dashboardUrl ?? DashboardUrl()) is { } dashboard) json.WriteString("dashboard", dashboard);
+                if (_dashboardUrl is { } dashboard) json.WriteString("dashboard", dashboard);
                 if (_dashboardPid is { } dashboardPid) json.WriteNumber("dashboardPid", dashboardPid);
                 json.WriteStartArray("resources");
                 foreach (var name in names) WriteResource(json, name, _latest.GetValueOrDefault(name));
                 json.WriteEndArray();
+                json.Flush();
+                var content = buffer.ToArray();
+                if (_written is not null && content.AsSpan().SequenceEqual(_written)) return;
+                _written = content;
+                json.WriteString("updated", DateTimeOffset.UtcNow);
                 json.WriteEndObject();
             }
             var temp = state.StateFile + ".tmp";
@@ -98,7 +96,7 @@ internal sealed class StateFileWriter(
         json.WriteString("name", name);
         json.WriteString("state", s?.State?.Text ?? KnownResourceStates.NotStarted);
         json.WriteString("health", s?.HealthStatus?.ToString() ?? "Unknown");
-        if (Pid(s) is { } pid) json.WriteNumber("pid", pid);
+        if (ResourceSnapshots.Pid(s) is { } pid) json.WriteNumber("pid", pid);
         else json.WriteNull("pid");
         var restarts = s?.Properties.FirstOrDefault(p => p.Name == RestartPolicyService.RestartsProperty)?.Value;
         json.WriteNumber("restarts", restarts is int count ? count : 0);
@@ -112,13 +110,5 @@ internal sealed class StateFileWriter(
         }
         json.WriteEndObject();
         json.WriteEndObject();
-    }
-
-    private string? DashboardUrl()
-    {
-        var urls = configuration["ASPNETCORE_URLS"];
-        if (string.IsNullOrEmpty(urls)) return null;
-        var url = urls.Split(';')[0];
-        return configuration["AppHost:BrowserToken"] is { Length: > 0 } token ? $"{url}/login?t={token}" : url;
     }
 }

@@ -14,8 +14,6 @@ namespace Platform.Bench;
 /// </summary>
 public static class AppHostStartup
 {
-    private static readonly string[] Names = ["registry", "launcher", "monitor", "supervisor"];
-
     public static async Task<int> RunAsync(string[] args)
     {
         var runs = args.Length > 1 && args[0] == "--runs" ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5;
@@ -72,21 +70,8 @@ public static class AppHostStartup
     private static double TreeRssMiB(int appHostPid)
     {
         var all = ProcFs.All();
-        var roots = new List<int> { appHostPid };
-        foreach (var (pid, _) in all)
-        {
-            try
-            {
-                var command = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
-                var index = Array.IndexOf(command, "--monitor");
-                if (index >= 0 && index + 1 < command.Length && command[index + 1] == appHostPid.ToString(CultureInfo.InvariantCulture)) roots.Add(pid);
-            }
-            catch (IOException)
-            {
-            }
-        }
+        var roots = AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid);
         var tree = roots.SelectMany(r => ProcFs.Tree(r, all)).DistinctBy(p => p.Pid).ToList();
-        // DCP's controller process is started by the API server but may be re-parented: take it by its kubeconfig.
         return ProcFs.Usage(tree).RssBytes / 1024.0 / 1024.0;
     }
 
@@ -97,7 +82,7 @@ public static class AppHostStartup
         while (DateTime.UtcNow < deadline)
         {
             var up = 0;
-            for (var i = 0; i < Names.Length; i++)
+            for (var i = 0; i < BareAppHost.Names.Length; i++)
             {
                 try
                 {
@@ -107,7 +92,7 @@ public static class AppHostStartup
                 {
                 }
             }
-            if (up == Names.Length) return true;
+            if (up == BareAppHost.Names.Length) return true;
             await Task.Delay(20);
         }
         throw new TimeoutException("the bare AppHost's services did not all answer /health:\n" + host.Output);

@@ -10,7 +10,7 @@ namespace Platform.Bench;
 /// </summary>
 internal static class BareAppHost
 {
-    private static readonly string[] Names = ["registry", "launcher", "monitor", "supervisor"];
+    public static readonly string[] Names = ["registry", "launcher", "monitor", "supervisor"];
 
     public static int HttpPort(int service) => 5292 + service * 10;
 

@@ -232,10 +232,43 @@ public sealed partial class AppHostProcess : IAsyncDisposable
     }
 
     /// <summary>
-    /// Every process of this AppHost run that is alive now: the AppHost, its DCP (`--monitor PID` and whatever shares
-    /// its kubeconfig), DCP's `monitor-process` helpers, the dashboard and the services (by their data directory).
+    /// Every process of this AppHost run that is alive now: the AppHost, its DCP, DCP's `monitor-process` helpers, the
+    /// dashboard and the services (by their data directory).
     /// </summary>
     public List<(int Pid, string Command)> OwnProcesses()
+    {
+        var commands = CommandLines();
+        var own = new HashSet<int> { Pid };
+        own.UnionWith(PlatformProcesses(StateDirectory));
+        own.UnionWith(DcpProcesses(Pid, commands));
+        if (ReadState() is { } state && state.DashboardPid is { } dashboardPid) own.Add(dashboardPid);
+        foreach (var (pid, command) in commands)
+        {
+            if (Argument(command, "--child") is { } child && int.TryParse(child, out var watched) && own.Contains(watched)) own.Add(pid);
+        }
+        return own.Where(commands.ContainsKey).Select(pid => (pid, string.Join(' ', commands[pid]))).ToList();
+    }
+
+    /// <summary>
+    /// The DCP processes of an AppHost: the API server it started with `--monitor PID` (detached, so not in its
+    /// process tree) and whatever shares that server's kubeconfig (the controllers).
+    /// </summary>
+    public static HashSet<int> DcpProcesses(int appHostPid, Dictionary<int, string[]>? commands = null)
+    {
+        commands ??= CommandLines();
+        var monitor = appHostPid.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var servers = commands.Where(c => Argument(c.Value, "--monitor") == monitor).ToList();
+        var kubeconfigs = servers.Select(c => Argument(c.Value, "--kubeconfig")?.Trim('"')).Where(k => k is not null).ToHashSet();
+        var dcp = servers.Select(c => c.Key).ToHashSet();
+        foreach (var (pid, command) in commands)
+        {
+            if (Argument(command, "--kubeconfig")?.Trim('"') is { } k && kubeconfigs.Contains(k)) dcp.Add(pid);
+        }
+        return dcp;
+    }
+
+    /// <summary>The command line of every live (non-zombie) process.</summary>
+    private static Dictionary<int, string[]> CommandLines()
     {
         var commands = new Dictionary<int, string[]>();
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
@@ -250,22 +283,7 @@ public sealed partial class AppHostProcess : IAsyncDisposable
             {
             }
         }
-
-        var own = new HashSet<int> { Pid };
-        own.UnionWith(PlatformProcesses(StateDirectory));
-        var kubeconfigs = commands.Where(c => Argument(c.Value, "--monitor") == Pid.ToString(System.Globalization.CultureInfo.InvariantCulture))
-            .Select(c => Argument(c.Value, "--kubeconfig")?.Trim('"')).Where(k => k is not null).ToHashSet();
-        foreach (var (pid, command) in commands)
-        {
-            if (Argument(command, "--monitor") == Pid.ToString(System.Globalization.CultureInfo.InvariantCulture)) own.Add(pid);
-            if (Argument(command, "--kubeconfig")?.Trim('"') is { } k && kubeconfigs.Contains(k)) own.Add(pid);
-        }
-        if (ReadState() is { } state && state.DashboardPid is { } dashboardPid) own.Add(dashboardPid);
-        foreach (var (pid, command) in commands)
-        {
-            if (Argument(command, "--child") is { } child && int.TryParse(child, out var watched) && own.Contains(watched)) own.Add(pid);
-        }
-        return own.Where(commands.ContainsKey).Select(pid => (pid, string.Join(' ', commands[pid]))).ToList();
+        return commands;
     }
 
     private static string? Argument(string[] command, string name)
