@@ -12,7 +12,7 @@ public static class PlatformServiceExtensions
     /// <summary>
     /// A platform service: started from its build output, a data directory under the AppHost's state directory,
     /// OpenTelemetry exported promptly, <c>/health</c> on the <c>http</c> endpoint as its health (what WaitFor waits
-    /// on), and the restart policy Aspire lacks.
+    /// on; noticed within 50 ms while the service starts), and the restart policy Aspire lacks.
     /// </summary>
     public static IResourceBuilder<ProjectResource> AsPlatformService(this IResourceBuilder<ProjectResource> builder)
     {
@@ -25,14 +25,14 @@ public static class PlatformServiceExtensions
                 // Single-line console logs read well in the dashboard's console view.
                 context.EnvironmentVariables["Logging__Console__FormatterName"] = "simple";
                 context.EnvironmentVariables["Logging__Console__FormatterOptions__SingleLine"] = "true";
-                // gRPC server spans (DESIGN.md §7), and telemetry that shows up within a second.
+                // gRPC server spans (docs/architecture.md §6), and telemetry that shows up within a second.
                 context.EnvironmentVariables["OTEL_DOTNET_EXPERIMENTAL_ASPNETCORE_ENABLE_GRPC_INSTRUMENTATION"] = "true";
                 context.EnvironmentVariables["OTEL_BSP_SCHEDULE_DELAY"] = "1000";
                 context.EnvironmentVariables["OTEL_BLRP_SCHEDULE_DELAY"] = "1000";
                 context.EnvironmentVariables["OTEL_METRIC_EXPORT_INTERVAL"] = "1000";
                 context.EnvironmentVariables["OTEL_TRACES_SAMPLER"] = "always_on";
             })
-            .WithHttpHealthCheck("/health", endpointName: "http")
+            .WithPromptHttpHealthCheck("/health", endpointName: "http")
             .WithRestartPolicy();
     }
 

@@ -7,7 +7,7 @@ namespace Platform.ServiceDefaults;
 
 /// <summary>
 /// Reports whether a platform service this one depends on answers SERVING over grpc.health.v1. A dependency that
-/// is down makes this service Degraded, not Unhealthy: it keeps serving what it can (DESIGN.md §2).
+/// is down makes this service Degraded, not Unhealthy: it keeps serving what it can (docs/architecture.md §1).
 /// </summary>
 public sealed class DependencyHealthCheck(GrpcClientFactory clients, string dependency) : IHealthCheck
 {

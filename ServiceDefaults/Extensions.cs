@@ -35,7 +35,7 @@ public static class Extensions
 
         builder.Services.AddServiceDiscovery();
         // Service discovery for every outgoing client. The standard resilience handler is not added here: its
-        // attempt timeout would cut long-lived gRPC streams (DESIGN.md §7); plain HTTP clients opt in with
+        // attempt timeout would cut long-lived gRPC streams (docs/architecture.md §6); plain HTTP clients opt in with
         // AddPlatformHttpClient, gRPC clients get retries from their service config (AddPlatformGrpcClient).
         builder.Services.ConfigureHttpClientDefaults(http => http.AddServiceDiscovery());
 

@@ -5,7 +5,7 @@ using Grpc.Core;
 namespace Platform.ServiceDefaults;
 
 /// <summary>
-/// Errors at the gRPC edge with the rich details of google.rpc (DESIGN.md §3): validation failures carry a
+/// Errors at the gRPC edge with the rich details of google.rpc (docs/architecture.md §5): validation failures carry a
 /// BadRequest with one violation per field, so a client can show which field was wrong and why.
 /// </summary>
 public static class GrpcErrors

@@ -68,7 +68,7 @@ public sealed class SpawnException(int errno, string message) : Exception(messag
 /// every child of this process on one thread blocked in waitid(P_ALL): exits are seen at once (no polling), and,
 /// with this process a child subreaper, orphaned descendants (double forks, setsid escapers) are reaped too, so no
 /// zombie is left. Own spawning and waiting end to end: in a process that has a ChildReaper, start nothing with
-/// System.Diagnostics.Process (its WaitForExit would never return; DESIGN.md §8).
+/// System.Diagnostics.Process (its WaitForExit would never return; docs/architecture.md §6).
 /// </summary>
 public sealed unsafe class ChildReaper : IDisposable
 {

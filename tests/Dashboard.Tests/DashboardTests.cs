@@ -45,7 +45,7 @@ public sealed class DashboardTests : IAsyncLifetime
             Headless = true,
             // Root in a sandbox-less container, and a closed network: nothing of Chromium's own to fetch.
             // --no-zygote: renderers are children of the browser process; a double-forked zygote would be re-parented to
-            // this test process (a child subreaper, for the AppHost it starts) and reaped by its reaper (DESIGN of ProcessControl).
+            // this test process (a child subreaper, for the AppHost it starts) and reaped by its reaper (docs/architecture.md §6).
             Args = ["--no-sandbox", "--no-zygote", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
         });
         Directory.CreateDirectory(Screenshots);

@@ -94,7 +94,7 @@ public sealed partial class AppHostProcess : IAsyncDisposable
     /// </summary>
     public static AppHostProcess Start(string appHostDll, string stateDirectory, IReadOnlyDictionary<string, string>? environment = null)
     {
-        // Through the platform's reaper, not System.Diagnostics.Process (the two must not be mixed, DESIGN.md §8).
+        // Through the platform's reaper, not System.Diagnostics.Process (the two must not be mixed, docs/architecture.md §6).
         var env = Environment(stateDirectory, environment);
         var dashboard = env["ASPNETCORE_URLS"];
         var host = new AppHostProcess(stateDirectory) { DashboardUrl = dashboard };

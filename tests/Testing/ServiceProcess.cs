@@ -65,7 +65,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         var grpc = $"http://127.0.0.1:{FreePort()}";
         var http = $"http://127.0.0.1:{FreePort()}";
         // Started through the platform's own reaper, not System.Diagnostics.Process: test processes that host a
-        // launcher reap every child, and the two must not be mixed (DESIGN.md §8).
+        // launcher reap every child, and the two must not be mixed (docs/architecture.md §6).
         var env = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (DictionaryEntry entry in Environment.GetEnvironmentVariables()) env[(string)entry.Key] = (string?)entry.Value ?? "";
         env["Kestrel__Endpoints__grpc__Url"] = grpc;
