@@ -97,6 +97,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
                 State = State.Unknown,
                 Detail = "not probed yet",
                 TransitionTime = Timestamp.FromDateTimeOffset(now),
+                Labels = { spec.Target.Labels },
             });
             var created = entry;
             entry.Probe = _factory.Create(spec, _time, () => ProbeNow(created));
@@ -387,6 +388,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
                 ConsecutiveFailures = failures,
                 LastProbeDuration = Duration.FromTimeSpan(elapsed),
                 TransitionTime = state != previous.State ? Timestamp.FromDateTimeOffset(now) : previous.TransitionTime,
+                Labels = { spec.Target.Labels },
             };
             entry.Status = status;
             if (state == previous.State) return;

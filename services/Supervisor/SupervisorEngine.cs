@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Globalization;
 using System.Threading.Channels;
 using Grpc.Core;
 using Microsoft.Extensions.Options;
@@ -168,8 +167,8 @@ public sealed class SupervisorEngine(
             }
         }, stoppingToken);
 
-    /// <summary>Follows the Monitor's transitions; an UNHEALTHY verdict on a target "supervisor/NAME/GEN/KIND" goes to its
-    /// workload. After a reconnect every workload adds its targets again (the monitor may have restarted).</summary>
+    /// <summary>Follows the Monitor's transitions; an UNHEALTHY verdict on a target labelled with a workload and a
+    /// generation goes to that workload. After a reconnect every workload adds its targets again (the monitor may have restarted).</summary>
     private Task PumpMonitorAsync(CancellationToken stoppingToken) => FollowAsync("Monitor statuses", connected => deps.MonitorStatuses = connected,
         "health verdicts are missing until it is back", async connected =>
         {
@@ -179,10 +178,12 @@ public sealed class SupervisorEngine(
             foreach (var actor in _actors.Values) await actor.MonitorReconnected();
             await foreach (var status in statuses.ResponseStream.ReadAllAsync(stoppingToken))
             {
-                if (status.State != AgentStatus.Types.State.Unhealthy || !status.TargetId.StartsWith(WorkloadActor.TargetPrefix, StringComparison.Ordinal)) continue;
-                var parts = status.TargetId[WorkloadActor.TargetPrefix.Length..].Split('/');
-                if (parts.Length == 3 && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && _actors.TryGetValue(parts[0], out var actor))
-                    await actor.Unhealthy(generation, parts[2], status.Detail);
+                // A target is this supervisor's by its labels (set by the workload that added it).
+                if (status.State != AgentStatus.Types.State.Unhealthy ||
+                    !status.Labels.TryGetValue(WorkloadActor.LabelWorkload, out var name) ||
+                    WorkloadActor.GenerationOf(status.Labels) is not { } generation ||
+                    !_actors.TryGetValue(name, out var actor)) continue;
+                await actor.Unhealthy(generation, status.Labels.GetValueOrDefault(WorkloadActor.LabelCheck, ""), status.Detail);
             }
         }, stoppingToken);
 

@@ -23,6 +23,8 @@ public sealed class WorkloadActor
 {
     public const string LabelWorkload = "platform.supervisor/workload";
     public const string LabelGeneration = "platform.supervisor/generation";
+    /// <summary>On monitor targets: which of the workload's checks it is (health or heartbeat).</summary>
+    public const string LabelCheck = "platform.supervisor/check";
     public const string TargetPrefix = "supervisor/";
     private static readonly ActivitySource Source = new("Platform.Supervisor");
 
@@ -508,8 +510,11 @@ public sealed class WorkloadActor
     /// <summary>Whether <paramref name="instance"/> is this workload's generation N+1 (only an armed successor can be:
     /// generation numbers are handed out here, one at a time, and stored before any other launch).</summary>
     private bool IsSuccessor(Instance instance, long generation) =>
-        instance.Labels.GetValueOrDefault(LabelWorkload) == Name &&
-        instance.Labels.GetValueOrDefault(LabelGeneration) == (generation + 1).ToString(CultureInfo.InvariantCulture);
+        instance.Labels.GetValueOrDefault(LabelWorkload) == Name && GenerationOf(instance.Labels) == generation + 1;
+
+    /// <summary>The generation an instance or a target was made for (its label), or null when it has none.</summary>
+    public static long? GenerationOf(IDictionary<string, string> labels) =>
+        labels.TryGetValue(LabelGeneration, out var text) && long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var generation) ? generation : null;
 
     /// <summary>The Launcher started the armed successor the moment the instance exited: it is generation N+1, a
     /// restart like any other (counted, with its start span), unless the policy no longer wants an immediate restart
@@ -615,7 +620,7 @@ public sealed class WorkloadActor
     private async Task ReconcileAsync(List<Instance> running)
     {
         var status = _workload.Status;
-        var generation = status.Generation.ToString(CultureInfo.InvariantCulture);
+        var generation = status.Generation;
         // What the launcher holds for the current instance: an arm it lost (its restart) or one we did not know of (ours).
         if (running.FirstOrDefault(i => i.Id == status.InstanceId) is { } listed)
         {
@@ -628,7 +633,7 @@ public sealed class WorkloadActor
             if (stray.Id == status.InstanceId) continue;
             // Its armed successor: taken below, or by the EXITED that follows it (listed while the exit was being recorded).
             if (status.InstanceId.Length > 0 && IsSuccessor(stray, status.Generation)) continue;
-            if (_launchPending && status.InstanceId.Length == 0 && stray.Labels.GetValueOrDefault(LabelGeneration) == generation) continue; // adopted below
+            if (_launchPending && status.InstanceId.Length == 0 && GenerationOf(stray.Labels) == generation) continue; // adopted below
             _logger.LogWarning("Workload {Workload}: stopping stray instance {Instance} (generation {Generation})", Name, stray.Id, stray.Labels.GetValueOrDefault(LabelGeneration));
             try
             {
@@ -660,7 +665,7 @@ public sealed class WorkloadActor
                 await HandleExitAsync(ended ?? new Instance { Id = status.InstanceId, State = Instance.Types.State.Exited }, ended is null ? "gone (the launcher has no record)" : "exited",
                     running.FirstOrDefault(i => IsSuccessor(i, status.Generation)));
         }
-        else if (_launchPending && running.FirstOrDefault(i => i.Labels.GetValueOrDefault(LabelGeneration) == generation) is { } launched)
+        else if (_launchPending && running.FirstOrDefault(i => GenerationOf(i.Labels) == generation) is { } launched)
         {
             // The launch of generation N happened but was not recorded before the supervisor stopped: adopt it.
             _launchPending = false;
@@ -715,22 +720,31 @@ public sealed class WorkloadActor
             target.Id = prefix + "/health";
             target.Workload = Name;
             if (target.ProbeCase == Target.ProbeOneofCase.Process && target.Process.Pid == 0) target.Process.Pid = _workload.Status.Pid;
-            list.Add(target);
+            list.Add(Own(target, "health"));
         }
         var timeout = health?.HeartbeatTimeout?.ToTimeSpan() ?? WorkloadValidation.DefaultHeartbeatTimeout;
         if (timeout > TimeSpan.Zero && health?.HeartbeatFile is { Length: > 0 } file)
         {
             var interval = TimeSpan.FromTicks(Math.Clamp(timeout.Ticks / 4, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromSeconds(10).Ticks));
-            list.Add(new Target
+            list.Add(Own(new Target
             {
                 Id = prefix + "/heartbeat",
                 Workload = Name,
                 Interval = Duration.FromTimeSpan(interval),
                 FailureThreshold = 1,
                 HeartbeatFile = new HeartbeatFileProbe { Path = file, MaxAge = Duration.FromTimeSpan(timeout) },
-            });
+            }, "heartbeat"));
         }
         return list;
+    }
+
+    /// <summary>Labels a target as this workload's, of the current generation: its verdicts find their way back by them.</summary>
+    private Target Own(Target target, string check)
+    {
+        target.Labels[LabelWorkload] = Name;
+        target.Labels[LabelGeneration] = _workload.Status.Generation.ToString(CultureInfo.InvariantCulture);
+        target.Labels[LabelCheck] = check;
+        return target;
     }
 
     /// <summary>Drops the monitor's targets of a generation, in the background: nothing waits for it (a restart must

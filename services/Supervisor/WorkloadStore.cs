@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using Google.Protobuf;
 using Microsoft.Data.Sqlite;
 using Platform.Restarts;
@@ -147,16 +149,22 @@ public sealed class WorkloadStore : IDisposable
         }
     }
 
-    internal static string Serialize(RestartState s) => string.Join(';',
-        ((int)s.Phase).ToString(CultureInfo.InvariantCulture),
-        s.ConsecutiveFailures.ToString(CultureInfo.InvariantCulture),
-        string.Join(',', s.RecentRestarts.Select(t => t.UtcTicks.ToString(CultureInfo.InvariantCulture))),
-        s.StartedAt?.UtcTicks.ToString(CultureInfo.InvariantCulture) ?? "",
-        s.NextStartAt?.UtcTicks.ToString(CultureInfo.InvariantCulture) ?? "",
-        s.TotalRestarts.ToString(CultureInfo.InvariantCulture),
-        s.EverStarted ? "1" : "0");
+    /// <summary>The restart tracker's state as stored: versioned JSON (source-generated, so AOT-safe).</summary>
+    internal static string Serialize(RestartState s) =>
+        JsonSerializer.Serialize(new StoredRestartState(StoredRestartState.CurrentVersion, s), WorkloadStoreJson.Default.StoredRestartState);
 
     internal static RestartState Deserialize(string text)
+    {
+        if (!text.StartsWith('{')) return DeserializeLegacy(text);
+        var stored = JsonSerializer.Deserialize(text, WorkloadStoreJson.Default.StoredRestartState)
+            ?? throw new InvalidDataException("a stored restart state is null");
+        if (stored.Version != StoredRestartState.CurrentVersion)
+            throw new InvalidDataException($"a stored restart state has version {stored.Version}; this supervisor reads version {StoredRestartState.CurrentVersion}");
+        return stored.Restart;
+    }
+
+    /// <summary>The positional format of supervisor.db files written before version 1 (read, never written).</summary>
+    private static RestartState DeserializeLegacy(string text)
     {
         var f = text.Split(';');
         static DateTimeOffset? Time(string t) => t.Length == 0 ? null : new DateTimeOffset(long.Parse(t, CultureInfo.InvariantCulture), TimeSpan.Zero);
@@ -182,3 +190,13 @@ public sealed class WorkloadStore : IDisposable
         lock (_lock) _connection.Dispose();
     }
 }
+
+/// <summary>The stored form of a workload's <see cref="RestartState"/>, with the version of its format.</summary>
+internal sealed record StoredRestartState(int Version, RestartState Restart)
+{
+    public const int CurrentVersion = 1;
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, UseStringEnumConverter = true)]
+[JsonSerializable(typeof(StoredRestartState))]
+internal sealed partial class WorkloadStoreJson : JsonSerializerContext;
