@@ -41,6 +41,7 @@ public static class Extensions
 
         builder.Services.AddGrpc(options =>
         {
+            options.Interceptors.Add<ErrorInterceptor>();
             options.Interceptors.Add<StreamShutdownInterceptor>();
             options.EnableDetailedErrors = builder.Environment.IsDevelopment();
             options.MaxReceiveMessageSize = 4 * 1024 * 1024;

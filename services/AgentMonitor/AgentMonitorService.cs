@@ -36,26 +36,26 @@ public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, 
         {
             var connection = await tmux.GetAsync(probe.SocketPath, timeout.Token, retryNow: true);
             if (await connection.ResolvePaneAsync(probe.Target, timeout.Token) is null)
-                throw GrpcErrors.Status(StatusCode.FailedPrecondition, $"the tmux server {server} has no pane '{probe.Target}'");
+                throw PlatformException.Conflict($"the tmux server {server} has no pane '{probe.Target}'");
         }
         catch (TmuxException e) when (e.ServerMissing)
         {
-            throw GrpcErrors.Status(StatusCode.FailedPrecondition, $"no tmux server is running {server}: {e.Message}");
+            throw PlatformException.Conflict($"no tmux server is running {server}: {e.Message}");
         }
         catch (TmuxException e)
         {
-            throw GrpcErrors.Status(StatusCode.FailedPrecondition, $"tmux {server} cannot find pane '{probe.Target}': {e.Message}");
+            throw PlatformException.Conflict($"tmux {server} cannot find pane '{probe.Target}': {e.Message}");
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
-            throw GrpcErrors.Status(StatusCode.DeadlineExceeded, $"tmux {server} did not answer within {limit.TotalSeconds:0.###}s");
+            throw PlatformException.TimedOut($"tmux {server} did not answer within {limit.TotalSeconds:0.###}s");
         }
     }
 
     public override Task<RemoveTargetResponse> RemoveTarget(RemoveTargetRequest request, ServerCallContext context)
     {
-        if (request.TargetId.Length == 0) throw GrpcErrors.InvalidArgument("target_id", "is required");
-        if (!engine.Remove(request.TargetId)) throw GrpcErrors.NotFound("target", request.TargetId);
+        if (request.TargetId.Length == 0) throw PlatformException.Invalid("target_id", "is required");
+        if (!engine.Remove(request.TargetId)) throw PlatformException.NotFound("target", request.TargetId);
         return Task.FromResult(new RemoveTargetResponse());
     }
 
@@ -74,13 +74,13 @@ public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, 
 
     public override Task<AgentStatus> GetStatus(GetStatusRequest request, ServerCallContext context)
     {
-        if (request.TargetId.Length == 0) throw GrpcErrors.InvalidArgument("target_id", "is required");
-        return Task.FromResult(engine.GetStatus(request.TargetId) ?? throw GrpcErrors.NotFound("target", request.TargetId));
+        if (request.TargetId.Length == 0) throw PlatformException.Invalid("target_id", "is required");
+        return Task.FromResult(engine.GetStatus(request.TargetId) ?? throw PlatformException.NotFound("target", request.TargetId));
     }
 
     public override Task<ListStatusesResponse> ListStatuses(ListStatusesRequest request, ServerCallContext context)
     {
-        if (!System.Enum.IsDefined(request.State)) throw GrpcErrors.InvalidArgument("state", $"{(int)request.State} is not a status state");
+        if (!System.Enum.IsDefined(request.State)) throw PlatformException.Invalid("state", $"{(int)request.State} is not a status state");
         var filters = $"{request.Workload}\n{(int)request.State}";
         var (after, size) = Page(request.PageSize, request.PageToken, filters);
         var page = engine.ListStatuses(s => (request.Workload.Length == 0 || s.Workload == request.Workload) &&

@@ -4,6 +4,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using Platform.ServiceDefaults;
 using Platform.AgentMonitor.Probes;
 using Platform.Monitor.V1;
 using State = Platform.Monitor.V1.AgentStatus.Types.State;
@@ -396,8 +397,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
             foreach (var watcher in _watchers)
             {
                 if (!watcher.Matches(status) || watcher.Channel.Writer.TryWrite(status)) continue;
-                watcher.Channel.Writer.TryComplete(new RpcException(new Status(StatusCode.ResourceExhausted,
-                    "this watcher fell more than 4096 transitions behind; watch again with include_current")));
+                watcher.Channel.Writer.TryComplete(PlatformException.Exhausted("this watcher fell more than 4096 transitions behind; watch again with include_current"));
             }
         }
         _logger.Log(entry.Status.State == State.Unhealthy ? LogLevel.Warning : LogLevel.Debug, "{Target}: {State} ({Detail})", spec.Id, entry.Status.State, entry.Status.Detail);

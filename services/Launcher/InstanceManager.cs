@@ -44,6 +44,8 @@ public sealed class InstanceManager(
     private readonly List<Channel<InstanceEvent>> _subscribers = [];
     private readonly PidfdMonitor _pidfds = new();
     private readonly string _node = options.Value.Node ?? System.Environment.MachineName;
+    // Events a subscriber may fall behind before it is cut (as the platform's other watch streams do).
+    private readonly int _watchBuffer = Math.Max(1, options.Value.WatchBuffer);
     private readonly string _dataDirectory = options.Value.DataDirectory ?? configuration["PLATFORM_DATA_DIR"] ?? Path.Combine(Directory.GetCurrentDirectory(), "data");
 
     private sealed class Tracked(InstanceRecord record)
@@ -227,9 +229,9 @@ public sealed class InstanceManager(
         catch (SpawnException e)
         {
             Directory.Delete(logDirectory, recursive: true); // nothing half-started left behind
-            throw e.NotFound ? GrpcErrors.Status(Grpc.Core.StatusCode.NotFound, e.Message)
-                : e.PermissionDenied ? GrpcErrors.Status(Grpc.Core.StatusCode.PermissionDenied, e.Message)
-                : GrpcErrors.Status(Grpc.Core.StatusCode.FailedPrecondition, e.Message);
+            throw e.NotFound ? PlatformException.NotFound(e.Message)
+                : e.PermissionDenied ? PlatformException.PermissionDenied(e.Message)
+                : PlatformException.Conflict(e.Message);
         }
 
         var instance = new Instance
@@ -354,7 +356,7 @@ public sealed class InstanceManager(
             if (refusal is not null)
             {
                 Discard(armed);
-                throw GrpcErrors.Status(Grpc.Core.StatusCode.FailedPrecondition, refusal);
+                throw PlatformException.Conflict(refusal);
             }
             replaced = tracked.Successor;
             tracked.Successor = armed;
@@ -467,13 +469,13 @@ public sealed class InstanceManager(
     }
 
     private Tracked Find(string id) =>
-        _instances.TryGetValue(id, out var tracked) ? tracked : throw GrpcErrors.NotFound("instance", id);
+        _instances.TryGetValue(id, out var tracked) ? tracked : throw PlatformException.NotFound("instance", id);
 
     // ---- Events ----
 
     public ChannelReader<InstanceEvent> Subscribe(out IDisposable subscription)
     {
-        var channel = Channel.CreateBounded<InstanceEvent>(new BoundedChannelOptions(4096) { SingleReader = true, FullMode = BoundedChannelFullMode.DropOldest });
+        var channel = Channel.CreateBounded<InstanceEvent>(new BoundedChannelOptions(_watchBuffer) { SingleReader = true });
         lock (_subscribersLock) _subscribers.Add(channel);
         subscription = new Unsubscriber(this, channel);
         return channel.Reader;
@@ -493,7 +495,10 @@ public sealed class InstanceManager(
         var e = new InstanceEvent { Type = type, Instance = instance.Clone(), Time = Timestamp.FromDateTimeOffset(time.GetUtcNow()), Successor = successor };
         lock (_subscribersLock)
         {
-            foreach (var subscriber in _subscribers) subscriber.Writer.TryWrite(e);
+            // A subscriber that fell a whole buffer behind is cut, never silently left without events: it knows
+            // where to resume (the running instances, listed, then the watch again).
+            _subscribers.RemoveAll(subscriber => !subscriber.Writer.TryWrite(e) && subscriber.Writer.TryComplete(PlatformException.Exhausted(
+                $"this watcher fell more than {_watchBuffer} events behind; list the instances (ListInstances) and watch again")));
         }
     }
 

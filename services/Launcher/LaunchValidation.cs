@@ -29,7 +29,7 @@ public static partial class LaunchValidation
         {
             case LaunchRequest.SourceOneofCase.Template:
                 if (!options.Templates.TryGetValue(request.Template, out var t))
-                    throw GrpcErrors.NotFound("template", request.Template);
+                    throw PlatformException.NotFound("template", request.Template);
                 template = request.Template;
                 executable = t.Executable;
                 args = [.. t.Args];
@@ -38,7 +38,7 @@ public static partial class LaunchValidation
                 break;
             case LaunchRequest.SourceOneofCase.Process:
                 if (!options.AllowArbitraryCommands)
-                    throw GrpcErrors.Status(StatusCode.PermissionDenied, "this launcher runs only its configured templates (Launcher:AllowArbitraryCommands is false)");
+                    throw PlatformException.PermissionDenied("this launcher runs only its configured templates (Launcher:AllowArbitraryCommands is false)");
                 executable = request.Process.Executable;
                 args = [.. request.Process.Args];
                 foreach (var (key, value) in request.Process.Env) env[key] = value;
@@ -46,7 +46,7 @@ public static partial class LaunchValidation
                 if (executable.Length == 0) v.Add("process.executable", "must not be empty");
                 break;
             default:
-                throw GrpcErrors.InvalidArgument("source", "give a template name or a process spec");
+                throw PlatformException.Invalid("source", "give a template name or a process spec");
         }
 
         foreach (var (key, value) in request.Env) env[key] = value;
@@ -92,13 +92,13 @@ public static partial class LaunchValidation
         }
         catch (SpawnException e)
         {
-            throw GrpcErrors.Status(StatusCode.NotFound, e.Message);
+            throw PlatformException.NotFound(e.Message);
         }
-        if (Directory.Exists(path)) throw GrpcErrors.Status(StatusCode.PermissionDenied, $"'{path}' is a directory");
-        if (!File.Exists(path)) throw GrpcErrors.Status(StatusCode.NotFound, $"executable '{path}' was not found");
+        if (Directory.Exists(path)) throw PlatformException.PermissionDenied($"'{path}' is a directory");
+        if (!File.Exists(path)) throw PlatformException.NotFound($"executable '{path}' was not found");
         const UnixFileMode anyExecute = UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
         if ((File.GetUnixFileMode(path) & anyExecute) == 0)
-            throw GrpcErrors.Status(StatusCode.PermissionDenied, $"'{path}' is not executable");
+            throw PlatformException.PermissionDenied($"'{path}' is not executable");
         return path;
     }
 }

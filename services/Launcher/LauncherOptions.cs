@@ -27,6 +27,9 @@ public sealed class LauncherOptions
     /// registry write on the start path, a few ms). False: the session is registered right after the start.
     /// </summary>
     public bool RegisterSessionBeforeStart { get; set; } = true;
+
+    /// <summary>Events a WatchInstanceEvents caller may fall behind before it is cut with RESOURCE_EXHAUSTED.</summary>
+    public int WatchBuffer { get; set; } = 4096;
 }
 
 /// <summary>A named command line.</summary>

@@ -26,7 +26,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
         {
             grace = g.ToTimeSpan();
             if (grace < TimeSpan.Zero || grace > LaunchLimits.MaxStopGrace)
-                throw GrpcErrors.InvalidArgument("grace", $"must be between 0 and {LaunchLimits.MaxStopGrace.TotalMinutes:0} minutes");
+                throw PlatformException.Invalid("grace", $"must be between 0 and {LaunchLimits.MaxStopGrace.TotalMinutes:0} minutes");
         }
         return instances.StopInstanceAsync(RequireId(request.Id), grace, context.CancellationToken);
     }
@@ -43,11 +43,11 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
 
     public override Task<ListInstancesResponse> ListInstances(ListInstancesRequest request, ServerCallContext context)
     {
-        if (request.PageSize < 0 || request.PageSize > 1000) throw GrpcErrors.InvalidArgument("page_size", "must be between 0 and 1000");
+        if (request.PageSize < 0 || request.PageSize > 1000) throw PlatformException.Invalid("page_size", "must be between 0 and 1000");
         var filters = $"{request.Workload}\n{(int)request.State}";
         var after = "";
         if (request.PageToken.Length > 0 && !PageToken.TryRead(request.PageToken, filters, out after, out var tokenError))
-            throw GrpcErrors.InvalidArgument("page_token", tokenError!);
+            throw PlatformException.Invalid("page_token", tokenError!);
         var size = request.PageSize == 0 ? 100 : request.PageSize;
         var page = instances.List(request.Workload, request.State, after, size + 1);
         var more = page.Count > size;
@@ -77,7 +77,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
     /// <summary>The last tail_lines of stdout and of stderr, then (follow) new output until the instance exits.</summary>
     public override async Task StreamLogs(StreamLogsRequest request, IServerStreamWriter<LogEntry> responseStream, ServerCallContext context)
     {
-        if (request.TailLines < 0) throw GrpcErrors.InvalidArgument("tail_lines", "must not be negative");
+        if (request.TailLines < 0) throw PlatformException.Invalid("tail_lines", "must not be negative");
         var (directory, exited) = instances.Output(RequireId(request.Id));
         var streams = new[]
         {
@@ -107,7 +107,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
     }
 
     private static string RequireId(string id) =>
-        id.Length == 26 && System.Ulid.TryParse(id, out _) ? id : throw GrpcErrors.InvalidArgument("id", $"'{id}' is not an instance id (a 26-character ULID)");
+        id.Length == 26 && System.Ulid.TryParse(id, out _) ? id : throw PlatformException.Invalid("id", $"'{id}' is not an instance id (a 26-character ULID)");
 
     /// <summary>One output file read from an offset; a file that shrank (rotated) is read again from its start.</summary>
     private sealed class LogFile(string path, LogEntry.Types.Stream stream)

@@ -52,10 +52,10 @@ public sealed class ExpirySweeper(
             {
                 break;
             }
-            catch (Grpc.Core.RpcException e)
+            catch (Platform.ServiceDefaults.PlatformException e)
             {
                 // The store refused a write; try again on the next tick.
-                logger.LogWarning("Sweep failed: {Error}", e.Status.Detail);
+                logger.LogWarning("Sweep failed: {Error}", e.Message);
                 await Task.Delay(settings.SweepInterval, time, stoppingToken).ContinueWith(_ => { }, TaskScheduler.Default);
             }
         }

@@ -141,7 +141,7 @@ public sealed class RegistryEngine(
     private async Task<T> Enqueue<T>(Command<T> command, CancellationToken cancellationToken)
     {
         if (!_commands.Writer.TryWrite(command))
-            throw GrpcErrors.Status(StatusCode.Unavailable, "the registry is shutting down");
+            throw PlatformException.Unavailable("the registry is shutting down");
         // The write happens regardless of a caller that goes away: it is decided once queued.
         return await command.Result.Task.WaitAsync(cancellationToken);
     }
@@ -167,7 +167,7 @@ public sealed class RegistryEngine(
         {
             _commands.Writer.TryComplete();
             while (_commands.Reader.TryRead(out var command))
-                command.Fail(GrpcErrors.Status(StatusCode.Unavailable, "the registry is shutting down"));
+                command.Fail(PlatformException.Unavailable("the registry is shutting down"));
         }
     }
 
@@ -184,7 +184,7 @@ public sealed class RegistryEngine(
                     {
                         command.Apply(this, transaction, now, events);
                     }
-                    catch (RpcException e)
+                    catch (PlatformException e)
                     {
                         command.Fail(e);
                     }
@@ -195,7 +195,7 @@ public sealed class RegistryEngine(
         catch (Exception e) when (e is not OperationCanceledException)
         {
             logger.LogError(e, "Registry store commit failed; {Count} writes are refused and the state is reloaded", batch.Count);
-            foreach (var command in batch) command.Fail(GrpcErrors.Status(StatusCode.Unavailable, $"the registry could not store the change: {e.Message}"));
+            foreach (var command in batch) command.Fail(PlatformException.Unavailable($"the registry could not store the change: {e.Message}"));
             LoadMemory();
             return;
         }
@@ -322,7 +322,7 @@ public sealed class RegistryEngine(
     {
         public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
         {
-            var session = transaction.Get(id) ?? throw GrpcErrors.NotFound("session", id);
+            var session = transaction.Get(id) ?? throw PlatformException.NotFound("session", id);
             if (session.State != Session.Types.State.Active)
             {
                 SetResult(session);

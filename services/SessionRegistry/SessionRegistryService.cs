@@ -41,7 +41,7 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
     public override Task<Session> GetSession(GetSessionRequest request, ServerCallContext context)
     {
         Validation.CheckId(request.Id);
-        return Task.FromResult(engine.Get(request.Id) ?? throw GrpcErrors.NotFound("session", request.Id));
+        return Task.FromResult(engine.Get(request.Id) ?? throw PlatformException.NotFound("session", request.Id));
     }
 
     public override Task<ListSessionsResponse> ListSessions(ListSessionsRequest request, ServerCallContext context)
@@ -77,7 +77,7 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
 
     public override async Task WatchSessions(WatchSessionsRequest request, IServerStreamWriter<SessionEvent> responseStream, ServerCallContext context)
     {
-        if (request.FromRevision < 0) throw GrpcErrors.InvalidArgument("from_revision", "must not be negative");
+        if (request.FromRevision < 0) throw PlatformException.Invalid("from_revision", "must not be negative");
         using var watcher = engine.Hub.Subscribe(request.FromRevision, request.Workload);
         // Headers first, so a client knows it is subscribed before the first change arrives.
         await context.WriteResponseHeadersAsync([]);

@@ -45,14 +45,14 @@ public static partial class Validation
 
     public static void CheckId(string id, string field = "id")
     {
-        if (!IsId(id)) throw GrpcErrors.InvalidArgument(field, $"'{Shorten(id)}' is not a session id (a 26-character ULID)");
+        if (!IsId(id)) throw PlatformException.Invalid(field, $"'{Shorten(id)}' is not a session id (a 26-character ULID)");
     }
 
     public static bool IsId(string id) => id.Length == 26 && System.Ulid.TryParse(id, out _);
 
     public static void CheckReason(string reason)
     {
-        if (reason.Length > Limits.ReasonLength) throw GrpcErrors.InvalidArgument("reason", $"must be at most {Limits.ReasonLength} characters");
+        if (reason.Length > Limits.ReasonLength) throw PlatformException.Invalid("reason", $"must be at most {Limits.ReasonLength} characters");
     }
 
     private static void Name(Violations v, string field, string value)

@@ -58,8 +58,7 @@ public sealed class WatchHub(int historyCapacity, int watcherBuffer)
             foreach (var watcher in _overflowed)
             {
                 _watchers.Remove(watcher);
-                watcher.Cut(GrpcErrors.Status(StatusCode.ResourceExhausted,
-                    $"watcher fell more than {watcherBuffer} events behind; resume from revision {watcher.LastRevision}"));
+                watcher.Cut(PlatformException.Exhausted($"watcher fell more than {watcherBuffer} events behind; resume from revision {watcher.LastRevision}"));
             }
             _overflowed.Clear();
         }
@@ -87,20 +86,17 @@ public sealed class WatchHub(int historyCapacity, int watcherBuffer)
         lock (_lock)
         {
             if (fromRevision > _revision)
-                throw GrpcErrors.Status(StatusCode.OutOfRange,
-                    $"revision {fromRevision} is ahead of the store (at {_revision}); list sessions and watch from the list's revision");
+                throw PlatformException.OutOfRange($"revision {fromRevision} is ahead of the store (at {_revision}); list sessions and watch from the list's revision");
             var watcher = new Watcher(this, workload, watcherBuffer, fromRevision == 0 ? _revision : fromRevision);
             if (fromRevision > 0 && fromRevision < _revision)
             {
                 var oldest = _history.Count > 0 ? _history.Peek().Revision : _revision + 1;
                 if (fromRevision + 1 < oldest && !_historyComplete)
-                    throw GrpcErrors.Status(StatusCode.OutOfRange,
-                        $"revision {fromRevision} is older than the kept history (oldest {oldest - 1}); list sessions and watch from the list's revision");
+                    throw PlatformException.OutOfRange($"revision {fromRevision} is older than the kept history (oldest {oldest - 1}); list sessions and watch from the list's revision");
                 foreach (var e in _history)
                 {
                     if (e.Revision > fromRevision && !watcher.Offer(e))
-                        throw GrpcErrors.Status(StatusCode.OutOfRange,
-                            $"more than {watcherBuffer} events after revision {fromRevision}; list sessions and watch from the list's revision");
+                        throw PlatformException.OutOfRange($"more than {watcherBuffer} events after revision {fromRevision}; list sessions and watch from the list's revision");
                 }
             }
             _watchers.Add(watcher);

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Grpc.Core;
 using Microsoft.Extensions.Options;
+using Platform.ServiceDefaults;
 using Platform.Launcher.V1;
 using Platform.Monitor.V1;
 using Platform.Supervisor.V1;
@@ -80,7 +81,7 @@ public sealed class SupervisorEngine(
                 _actors.TryRemove(spec.Name, out _);
                 await actor.StopAsync();
                 store.Delete(spec.Name);
-                throw new RpcException(new Status(e.StatusCode, $"workload '{spec.Name}' was not created: the launcher refused its launch spec: {e.Status.Detail}"));
+                throw PlatformException.Like(e.StatusCode, $"workload '{spec.Name}' was not created: the launcher refused its launch spec: {e.Status.Detail}");
             }
         }
         finally
@@ -132,7 +133,7 @@ public sealed class SupervisorEngine(
             {
                 if (name.Length > 0 && name != workload.Name) continue;
                 if (!channel.Writer.TryWrite(e))
-                    channel.Writer.TryComplete(new RpcException(new Status(StatusCode.ResourceExhausted, "this watcher fell more than 4096 events behind; watch again")));
+                    channel.Writer.TryComplete(PlatformException.Exhausted("this watcher fell more than 4096 events behind; watch again"));
             }
         }
     }
@@ -233,7 +234,7 @@ public sealed class SupervisorEngine(
         {
             await Task.WhenAll(_actors.Values.Select(a => a.FlushAsync()));
         }
-        catch (RpcException)
+        catch (PlatformException)
         {
             // A workload deleted meanwhile.
         }

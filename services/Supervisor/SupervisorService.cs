@@ -28,14 +28,14 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
     public override async Task<DeleteWorkloadResponse> DeleteWorkload(DeleteWorkloadRequest request, ServerCallContext context)
     {
         RequireName(request.Name);
-        if (!await engine.DeleteAsync(request.Name)) throw GrpcErrors.NotFound("workload", request.Name);
+        if (!await engine.DeleteAsync(request.Name)) throw PlatformException.NotFound("workload", request.Name);
         return new DeleteWorkloadResponse();
     }
 
     public override Task<Workload> GetWorkload(GetWorkloadRequest request, ServerCallContext context)
     {
         RequireName(request.Name);
-        return Task.FromResult(engine.Get(request.Name) ?? throw GrpcErrors.NotFound("workload", request.Name));
+        return Task.FromResult(engine.Get(request.Name) ?? throw PlatformException.NotFound("workload", request.Name));
     }
 
     public override Task<ListWorkloadsResponse> ListWorkloads(ListWorkloadsRequest request, ServerCallContext context)
@@ -55,12 +55,12 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
     public override Task<Workload> RestartWorkload(RestartWorkloadRequest request, ServerCallContext context)
     {
         RequireName(request.Name);
-        return engine.RestartAsync(request.Name, request.Reason) ?? throw GrpcErrors.NotFound("workload", request.Name);
+        return engine.RestartAsync(request.Name, request.Reason) ?? throw PlatformException.NotFound("workload", request.Name);
     }
 
     public override async Task WatchWorkloads(WatchWorkloadsRequest request, IServerStreamWriter<WorkloadEvent> responseStream, ServerCallContext context)
     {
-        if (request.Name.Length > 0 && !WorkloadValidation.IsName(request.Name)) throw GrpcErrors.InvalidArgument("name", $"'{request.Name}' is not a workload name");
+        if (request.Name.Length > 0 && !WorkloadValidation.IsName(request.Name)) throw PlatformException.Invalid("name", $"'{request.Name}' is not a workload name");
         var events = engine.Watch(request.Name, out var subscription);
         using (subscription)
         {
@@ -72,7 +72,7 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
 
     private static void RequireName(string name)
     {
-        if (name.Length == 0) throw GrpcErrors.InvalidArgument("name", "is required");
-        if (!WorkloadValidation.IsName(name)) throw GrpcErrors.InvalidArgument("name", $"'{name}' is not a workload name");
+        if (name.Length == 0) throw PlatformException.Invalid("name", "is required");
+        if (!WorkloadValidation.IsName(name)) throw PlatformException.Invalid("name", $"'{name}' is not a workload name");
     }
 }

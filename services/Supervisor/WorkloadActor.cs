@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Threading.Channels;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
+using Platform.ServiceDefaults;
 using Platform.Launcher.V1;
 using Platform.Monitor.V1;
 using Platform.Restarts;
@@ -102,7 +103,7 @@ public sealed class WorkloadActor
         {
             try
             {
-                if (_deleted) throw new RpcException(new Grpc.Core.Status(StatusCode.NotFound, $"workload '{Name}' was deleted"));
+                if (_deleted) throw PlatformException.NotFound("workload", Name, $"workload '{Name}' was deleted");
                 reply.TrySetResult(await question());
             }
             catch (Exception e)
@@ -110,7 +111,7 @@ public sealed class WorkloadActor
                 reply.TrySetException(e);
             }
         }))
-            throw new RpcException(new Grpc.Core.Status(StatusCode.NotFound, $"workload '{Name}' was deleted"));
+            throw PlatformException.NotFound("workload", Name, $"workload '{Name}' was deleted");
         return await reply.Task;
     }
 
@@ -128,14 +129,13 @@ public sealed class WorkloadActor
         var launchChanged = !spec.Launch.Equals(_workload.Launch);
         var phase = _workload.Status.Phase;
         if (launchChanged && (phase is Phase.BackingOff or Phase.CoolingOff || _launchPending))
-            throw new RpcException(new Grpc.Core.Status(StatusCode.FailedPrecondition,
-                $"workload '{Name}' is {phase} (restarting); its launch spec cannot change now. Apply again once it runs, or restart it by hand"));
+            throw PlatformException.Conflict($"workload '{Name}' is {phase} (restarting); its launch spec cannot change now. Apply again once it runs, or restart it by hand");
         var healthChanged = !Equals(spec.Health, _workload.Health);
         var previousLaunch = _workload.Launch;
         // A new launch spec takes effect by a restart: stop the old tree first; if that cannot be done, nothing changes.
         var restart = launchChanged && _workload.Status.InstanceId.Length > 0;
         if (restart && await StopCurrentAsync("launch spec changed") == StopOutcome.Unreachable)
-            throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' keeps running its current launch spec"));
+            throw PlatformException.Unavailable($"the launcher is unreachable; workload '{Name}' keeps running its current launch spec");
         _workload.Launch = spec.Launch;
         _workload.RestartPolicy = spec.RestartPolicy;
         _workload.Health = spec.Health;
@@ -156,8 +156,8 @@ public sealed class WorkloadActor
                 _tracker.RestartNow();
                 Save(Phase.Pending, $"the new launch spec was refused ({refusal.Status.Detail}); back to the previous one");
                 await StartAsync("previous launch spec restored");
-                throw new RpcException(new Grpc.Core.Status(refusal.StatusCode,
-                    $"the launcher refused the new launch spec: {refusal.Status.Detail}; workload '{Name}' keeps its previous launch spec"));
+                throw PlatformException.Like(refusal.StatusCode,
+                    $"the launcher refused the new launch spec: {refusal.Status.Detail}; workload '{Name}' keeps its previous launch spec");
             }
         }
         else
@@ -188,7 +188,7 @@ public sealed class WorkloadActor
         {
             var stop = await StopCurrentAsync(why, takeSuccessor: true);
             if (stop == StopOutcome.Unreachable)
-                throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is left as it is"));
+                throw PlatformException.Unavailable($"the launcher is unreachable; workload '{Name}' is left as it is");
             if (stop == StopOutcome.Replaced) return Snapshot; // it had just crashed: its successor is the fresh instance asked for
         }
         _tracker.RestartNow();
@@ -202,7 +202,7 @@ public sealed class WorkloadActor
         // answers with that instance, or starts it), so it can be stopped rather than left unsupervised.
         if (_launchPending) await StartAsync("deleting");
         if (_workload.Status.InstanceId.Length > 0 && await StopCurrentAsync("deleted") == StopOutcome.Unreachable)
-            throw new RpcException(new Grpc.Core.Status(StatusCode.Unavailable, $"the launcher is unreachable; workload '{Name}' is still running and was not deleted"));
+            throw PlatformException.Unavailable($"the launcher is unreachable; workload '{Name}' is still running and was not deleted");
         _tracker.Stop();
         _store.Delete(Name);
         var previous = _workload.Status.Phase;

@@ -80,11 +80,5 @@ public abstract class MonitorTestBase : IAsyncLifetime
             }
         }, s => s.State == state, timeout ?? Timeout, $"{id} to be {state}");
 
-    protected static async Task<RpcException> AssertStatus(StatusCode expected, Task call, string? detail = null)
-    {
-        var error = await Assert.ThrowsAsync<RpcException>(() => call);
-        Assert.Equal(expected, error.StatusCode);
-        if (detail is not null) Assert.Contains(detail, error.Status.Detail);
-        return error;
-    }
+    protected static Task<RpcException> AssertStatus(StatusCode expected, Task call, string? detail = null) => GrpcAssert.StatusAsync(expected, call, detail);
 }

@@ -36,17 +36,7 @@ public sealed class RegistryOutageTests : IAsyncLifetime
     private Task<HealthCheckResult> SessionsHealth() =>
         _launcher.Services.GetRequiredService<SessionSync>().CheckHealthAsync(new HealthCheckContext());
 
-    private static async Task<T> EventuallyAsync<T>(Func<Task<T>> read, Func<T, bool> done)
-    {
-        var deadline = DateTime.UtcNow + Timeout;
-        while (true)
-        {
-            var value = await read();
-            if (done(value)) return value;
-            Assert.True(DateTime.UtcNow < deadline, $"not reached in time: {value}");
-            await Task.Delay(50);
-        }
-    }
+    private static Task<T> EventuallyAsync<T>(Func<Task<T>> read, Func<T, bool> done) => Eventually.ValueAsync(read, done, Timeout, "the expected state");
 
     [Fact]
     public async Task With_the_registry_down_launches_work_and_queue_then_replay_when_it_is_back()

@@ -142,13 +142,6 @@ public class RegisterTests : RegistryTestBase
         }
     }
 
-    private static async Task Eventually(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + Timeout;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not met in time");
-            await Task.Delay(20);
-        }
-    }
+    private static Task Eventually(Func<bool> condition) =>
+        Testing.Eventually.ValueAsync(() => Task.FromResult(condition()), met => met, Timeout, "the condition");
 }

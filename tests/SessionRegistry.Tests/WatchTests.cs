@@ -1,3 +1,4 @@
+using Platform.ServiceDefaults;
 using Grpc.Core;
 using Platform.Registry.V1;
 
@@ -103,9 +104,9 @@ public class WatchHubTests
         var drained = new List<long>();
         while (slow.Events.TryRead(out var e)) drained.Add(e.Revision);
         Assert.Equal(Enumerable.Range(1, 8).Select(r => (long)r), drained);
-        var cut = Assert.IsType<RpcException>(slow.Events.Completion.Exception?.InnerException);
+        var cut = Assert.IsType<PlatformException>(slow.Events.Completion.Exception?.InnerException);
         Assert.Equal(StatusCode.ResourceExhausted, cut.StatusCode);
-        Assert.Contains("resume from revision 8", cut.Status.Detail);
+        Assert.Contains("resume from revision 8", cut.Message);
     }
 
     [Fact]
@@ -120,7 +121,7 @@ public class WatchHubTests
         var events = new List<long>();
         while (resumed.Events.TryRead(out var e)) events.Add(e.Revision);
         Assert.Equal([26, 27, 28, 29, 30, 31], events);
-        Assert.Equal(StatusCode.OutOfRange, Assert.Throws<RpcException>(() => hub.Subscribe(20, "")).StatusCode);
+        Assert.Equal(StatusCode.OutOfRange, Assert.Throws<PlatformException>(() => hub.Subscribe(20, "")).StatusCode);
         using var edge = hub.Subscribe(21, ""); // 22..31 are all kept (31 pushed 21 out)
     }
 }

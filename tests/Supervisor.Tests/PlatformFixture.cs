@@ -129,11 +129,5 @@ public abstract class SupervisorTestBase : IAsyncLifetime
         [.. (await LauncherClient.ListInstancesAsync(new ListInstancesRequest { Workload = name, State = Instance.Types.State.Running })).Instances
             .Where(i => ProcFs.ReadStat((int)i.Pid) is { IsZombie: false })];
 
-    protected static async Task<RpcException> AssertStatus(StatusCode expected, Task call, string? detail = null)
-    {
-        var error = await Assert.ThrowsAsync<RpcException>(() => call);
-        Assert.Equal(expected, error.StatusCode);
-        if (detail is not null) Assert.Contains(detail, error.Status.Detail);
-        return error;
-    }
+    protected static Task<RpcException> AssertStatus(StatusCode expected, Task call, string? detail = null) => Testing.GrpcAssert.StatusAsync(expected, call, detail);
 }
