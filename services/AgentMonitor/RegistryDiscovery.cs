@@ -29,67 +29,27 @@ public sealed class RegistryDiscovery(
     private readonly Lock _lock = new();
     private bool _listing;
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        if (!options.Value.DiscoverFromRegistry) return;
-        var backoff = TimeSpan.FromSeconds(1);
-        while (!stoppingToken.IsCancellationRequested)
+        if (!options.Value.DiscoverFromRegistry) return Task.CompletedTask;
+        // List, then watch from the list's revision; after any break list again (1 s doubling to 30 s, at once when
+        // the watch says it fell behind).
+        return new Resubscriber("Registry discovery", logger, time)
         {
-            try
-            {
-                var revision = await ListAsync(stoppingToken);
-                using var watch = registry.WatchSessions(new WatchSessionsRequest { FromRevision = revision }, cancellationToken: stoppingToken);
-                if (revision == 0)
-                {
-                    // An empty store lists at revision 0, and watching from 0 means "from now": a session registered
-                    // between the two would be missed. Once subscribed (headers), list again; revisions order the two.
-                    await watch.ResponseHeadersAsync;
-                    await ListAsync(stoppingToken);
-                }
-                await foreach (var change in watch.ResponseStream.ReadAllAsync(stoppingToken))
-                {
-                    Apply(change.Session);
-                    backoff = TimeSpan.FromSeconds(1); // the watch works: a later break starts the backoff afresh
-                }
-                // The stream ended cleanly (the registry is stopping): relist after a pause, not at once.
-                await Task.Delay(backoff, time, stoppingToken);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e) when (e is not RpcException)
-            {
-                // Never let discovery die: log, and start over after the backoff.
-                logger.LogError(e, "Registry discovery failed; relisting in {Backoff}", backoff);
-                try
-                {
-                    await Task.Delay(backoff, time, stoppingToken);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-            catch (RpcException e)
-            {
-                if (e.StatusCode is StatusCode.OutOfRange or StatusCode.ResourceExhausted) continue; // relist at once
-                logger.LogDebug("Registry watch broke ({Status}); relisting in {Backoff}", e.StatusCode, backoff);
-                try
-                {
-                    await Task.Delay(backoff, time, stoppingToken);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
-            }
-        }
+            Initial = TimeSpan.FromSeconds(1),
+            Max = TimeSpan.FromSeconds(30),
+            Meanwhile = "sessions registered meanwhile are discovered when it is back",
+        }.RunAsync(async (up, token) =>
+        {
+            var revision = await ListAsync(token);
+            using var watch = registry.WatchSessions(new WatchSessionsRequest { FromRevision = revision }, cancellationToken: token);
+            await watch.ResponseHeadersAsync;
+            // An empty store lists at revision 0, and watching from 0 means "from now": a session registered between
+            // the two would be missed. Once subscribed, list again; revisions order the two.
+            if (revision == 0) await ListAsync(token);
+            up();
+            await foreach (var change in watch.ResponseStream.ReadAllAsync(token)) Apply(change.Session);
+        }, stoppingToken);
     }
 
     private async Task<long> ListAsync(CancellationToken cancellationToken)

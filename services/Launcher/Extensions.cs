@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using Platform.ServiceDefaults;
 
 namespace Platform.Launcher;
 
@@ -11,8 +12,7 @@ public static class Extensions
         builder.Services.Configure<LauncherOptions>(builder.Configuration.GetSection(LauncherOptions.Section));
         builder.Services.AddSingleton(sp =>
         {
-            var directory = sp.GetRequiredService<IOptions<LauncherOptions>>().Value.DataDirectory
-                ?? builder.Configuration["PLATFORM_DATA_DIR"] ?? Path.Combine(Directory.GetCurrentDirectory(), "data");
+            var directory = DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<LauncherOptions>>().Value.DataDirectory);
             return new InstanceStore(Path.Combine(directory, "launcher.db"));
         });
         builder.Services.AddSingleton<InstanceManager>();

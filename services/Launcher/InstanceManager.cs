@@ -46,7 +46,7 @@ public sealed class InstanceManager(
     private readonly string _node = options.Value.Node ?? System.Environment.MachineName;
     // Events a subscriber may fall behind before it is cut (as the platform's other watch streams do).
     private readonly int _watchBuffer = Math.Max(1, options.Value.WatchBuffer);
-    private readonly string _dataDirectory = options.Value.DataDirectory ?? configuration["PLATFORM_DATA_DIR"] ?? Path.Combine(Directory.GetCurrentDirectory(), "data");
+    private readonly string _dataDirectory = DataDirectory.Resolve(configuration, options.Value.DataDirectory);
 
     private sealed class Tracked(InstanceRecord record)
     {

@@ -3,6 +3,7 @@ using Grpc.Core;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Platform.Launcher.V1;
 using Platform.Registry.V1;
+using Platform.ServiceDefaults;
 
 namespace Platform.Launcher;
 
@@ -81,31 +82,33 @@ public sealed class SessionSync(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var backoff = TimeSpan.FromMilliseconds(250);
         var nextRenewal = DateTime.UtcNow;
+        // While the registry is unreachable: the same work again after 250 ms doubling to 5 s.
+        var retry = BackgroundRetry.Forever(TimeSpan.FromMilliseconds(250), TimeSpan.FromSeconds(5), TimeProvider.System,
+            e => e is RpcException or InvalidOperationException,
+            (e, _) =>
+            {
+                if (_lastError is null) logger.LogWarning("The registry is unreachable ({Error}); session calls are queued", Describe(e));
+                _lastError = Describe(e);
+            });
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                await ReplayAsync(stoppingToken);
-                if (DateTime.UtcNow >= nextRenewal)
+                await retry.ExecuteAsync(async token =>
                 {
-                    await RenewAsync(stoppingToken);
-                    nextRenewal = DateTime.UtcNow + SessionTtl / 3;
-                }
+                    await ReplayAsync(token);
+                    if (DateTime.UtcNow >= nextRenewal)
+                    {
+                        await RenewAsync(token);
+                        nextRenewal = DateTime.UtcNow + SessionTtl / 3;
+                    }
+                }, stoppingToken);
                 if (_lastError is not null) logger.LogInformation("The registry is reachable again; session calls are replayed");
                 _lastError = null;
-                backoff = TimeSpan.FromMilliseconds(250);
                 await _wake.WaitAsync(SessionTtl / 3, stoppingToken);
             }
-            catch (Exception e) when (e is RpcException or InvalidOperationException && !stoppingToken.IsCancellationRequested)
-            {
-                if (_lastError is null) logger.LogWarning("The registry is unreachable ({Error}); session calls are queued", Describe(e));
-                _lastError = Describe(e);
-                await Task.Delay(backoff, stoppingToken).ContinueWith(_ => { }, TaskScheduler.Default);
-                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            catch (Exception) when (stoppingToken.IsCancellationRequested)
             {
                 return;
             }

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using Platform.SessionRegistry.Store;
+using Platform.ServiceDefaults;
 
 namespace Platform.SessionRegistry;
 
@@ -12,8 +13,7 @@ public static class Extensions
         builder.Services.Configure<RegistryOptions>(builder.Configuration.GetSection(RegistryOptions.Section));
         builder.Services.AddSingleton<ISessionStore>(sp =>
         {
-            var configured = sp.GetRequiredService<IOptions<RegistryOptions>>().Value.DataDirectory;
-            var directory = configured ?? builder.Configuration["PLATFORM_DATA_DIR"] ?? Path.Combine(Directory.GetCurrentDirectory(), "data");
+            var directory = DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<RegistryOptions>>().Value.DataDirectory);
             return new SqliteSessionStore(Path.Combine(directory, "registry.db"));
         });
         builder.Services.AddSingleton<RegistryEngine>();

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using Platform.ServiceDefaults;
 
 namespace Platform.Supervisor;
 
@@ -12,8 +13,7 @@ public static class Extensions
         builder.Services.Configure<SupervisorOptions>(builder.Configuration.GetSection(SupervisorOptions.Section));
         builder.Services.AddSingleton(sp =>
         {
-            var directory = sp.GetRequiredService<IOptions<SupervisorOptions>>().Value.DataDirectory
-                ?? builder.Configuration["PLATFORM_DATA_DIR"] ?? Path.Combine(Directory.GetCurrentDirectory(), "data");
+            var directory = DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<SupervisorOptions>>().Value.DataDirectory);
             return new WorkloadStore(Path.Combine(directory, "supervisor.db"));
         });
         builder.Services.AddPlatformGrpcClient<Launcher.V1.Launcher.LauncherClient>("launcher");

@@ -188,44 +188,11 @@ public sealed class SupervisorEngine(
             }
         }, stoppingToken);
 
-    /// <summary>Runs <paramref name="follow"/> (one subscription, until it breaks) again and again, with a backoff of
-    /// 0.5 s doubling to 5 s between attempts, reset once a subscription is up; says when a stream is lost.</summary>
-    private async Task FollowAsync(string what, Action<bool> setConnected, string meanwhile, Func<Action, Task> follow, CancellationToken stoppingToken)
-    {
-        var backoff = TimeSpan.FromMilliseconds(500);
-        var up = false;
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await follow(() =>
-                {
-                    up = true;
-                    setConnected(true);
-                    backoff = TimeSpan.FromMilliseconds(500);
-                });
-            }
-            catch (Exception e) when (!stoppingToken.IsCancellationRequested && e is RpcException or IOException or InvalidOperationException)
-            {
-                if (up) _logger.LogWarning("{What} lost ({Error}); {Meanwhile}", what, (e as RpcException)?.StatusCode.ToString() ?? e.Message, meanwhile);
-            }
-            catch (Exception e) when (stoppingToken.IsCancellationRequested && e is OperationCanceledException or RpcException)
-            {
-                return;
-            }
-            up = false;
-            setConnected(false);
-            try
-            {
-                await Task.Delay(backoff, time, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
-        }
-    }
+    /// <summary>One subscription kept up by a <see cref="Resubscriber"/> (0.5 s doubling to 5 s between attempts,
+    /// reset once it is up); says when a stream is lost and what is missing meanwhile.</summary>
+    private Task FollowAsync(string what, Action<bool> setConnected, string meanwhile, Func<Action, Task> follow, CancellationToken stoppingToken) =>
+        new Resubscriber(what, _logger, time) { Meanwhile = meanwhile, Connected = setConnected }
+            .RunAsync((up, _) => follow(up), stoppingToken);
 
     private async Task ReconciledWhenDoneAsync(long startedAt)
     {
