@@ -55,7 +55,7 @@ public static class TargetValidation
         }
         if (target.Id.Length is 0 or > MaxIdLength) v.Add(prefix + "id", $"must be 1-{MaxIdLength} characters");
         else if (target.Id.Any(c => char.IsControl(c) || char.IsWhiteSpace(c))) v.Add(prefix + "id", "must not contain spaces or control characters");
-        if (target.Workload.Length > MaxIdLength) v.Add(prefix + "workload", $"must be at most {MaxIdLength} characters");
+        if (target.Workload.Length > 0) WorkloadName.Check(v, prefix + "workload", target.Workload);
 
         var interval = Duration(target.Interval, prefix + "interval", options.DefaultInterval, MaxInterval, v);
         var timeout = Duration(target.Timeout, prefix + "timeout", options.DefaultTimeout, MaxTimeout, v);

@@ -66,7 +66,7 @@ public static partial class LaunchValidation
         }
         if (workingDirectory is not null && !Directory.Exists(workingDirectory))
             v.Add("process.working_directory", $"'{workingDirectory}' does not exist");
-        if (request.Workload.Length > LaunchLimits.NameLength) v.Add("workload", $"must be at most {LaunchLimits.NameLength} characters");
+        if (request.Workload.Length > 0) WorkloadName.Check(v, "workload", request.Workload);
         if (request.Labels.Count > LaunchLimits.Labels) v.Add("labels", $"must have at most {LaunchLimits.Labels} entries");
         if (request.RequestId.Length > LaunchLimits.RequestIdLength) v.Add("request_id", $"must be at most {LaunchLimits.RequestIdLength} characters");
         var grace = options.DefaultStopGrace;
@@ -78,7 +78,8 @@ public static partial class LaunchValidation
         v.ThrowIfAny();
 
         var path = ResolveExecutable(executable, env);
-        var workload = request.Workload.Length > 0 ? request.Workload : template.Length > 0 ? template : Path.GetFileName(path);
+        // Without a workload, the template's or the executable's name made into one ("python3.11" -> "python3-11").
+        var workload = request.Workload.Length > 0 ? request.Workload : WorkloadName.From(template.Length > 0 ? template : Path.GetFileName(path));
         return new ResolvedLaunch(path, args, env, workingDirectory, workload, template, request.Labels, grace, request.RequestId, request.SessionAttributes);
     }
 

@@ -18,7 +18,7 @@ public static partial class Validation
     public static void Check(RegisterSessionRequest request, RegistryOptions options)
     {
         var v = new Violations();
-        Name(v, "workload", request.Workload);
+        WorkloadName.Check(v, "workload", request.Workload);
         Name(v, "instance", request.Instance);
         if (request.Node.Length > Limits.NameLength) v.Add("node", $"must be at most {Limits.NameLength} characters");
         if (request.Pid < 0) v.Add("pid", "must not be negative");

@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using Google.Protobuf.WellKnownTypes;
 using Platform.Restarts;
 using Platform.ServiceDefaults;
@@ -13,10 +12,7 @@ public static partial class WorkloadValidation
     public static readonly TimeSpan DefaultHeartbeatTimeout = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan MaxDuration = TimeSpan.FromDays(7);
 
-    [GeneratedRegex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-    private static partial Regex DnsLabel();
-
-    public static bool IsName(string name) => DnsLabel().IsMatch(name);
+    public static bool IsName(string name) => WorkloadName.IsValid(name);
 
     public static void Validate(Workload? workload, Violations v)
     {
@@ -25,8 +21,7 @@ public static partial class WorkloadValidation
             v.Add("workload", "is required");
             return;
         }
-        if (!IsName(workload.Name))
-            v.Add("workload.name", $"'{workload.Name}' is not a name: 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit");
+        WorkloadName.Check(v, "workload.name", workload.Name);
         if (workload.Launch is null) v.Add("workload.launch", "is required: a template name or a process spec");
         else
         {

@@ -33,6 +33,18 @@ public class BadInputTests : LauncherTestBase
     }
 
     [Fact]
+    public async Task A_workload_name_follows_the_one_rule_and_a_derived_one_is_made_into_a_name()
+    {
+        await AssertStatus(StatusCode.InvalidArgument, Client.LaunchAsync(new LaunchRequest { Template = "sleeper", Workload = "My Agent" }).ResponseAsync, "workload");
+        // An executable whose file name is not a workload name: the instance's workload is made from it.
+        var executable = Path.Combine(DataDirectory, "My_Agent.v2");
+        File.Copy("/bin/sleep", executable);
+        File.SetUnixFileMode(executable, UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        var instance = await Client.LaunchAsync(Process(executable, "300"));
+        Assert.Equal("my-agent-v2", instance.Workload);
+    }
+
+    [Fact]
     public async Task Unknown_and_malformed_instance_ids_are_not_found_and_invalid()
     {
         var unknown = System.Ulid.NewUlid().ToString();

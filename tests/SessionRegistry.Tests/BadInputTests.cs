@@ -25,6 +25,7 @@ public class BadInputTests : RegistryTestBase
         {
             { "workload", With(r => r.Workload = "") },
             { "workload", With(r => r.Workload = "   ") },
+            { "workload", With(r => r.Workload = "Not_A_Name") },
             { "instance", With(r => r.Instance = new string('x', 254)) },
             { "instance", With(r => r.Instance = "tab\there") },
             { "ttl", With(r => r.Ttl = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(500))) },
