@@ -131,8 +131,8 @@ public class LogRotationTests : LauncherTestBase
         Assert.Equal(1, rotated);
         Assert.True(new FileInfo(stdout + ".1").Length > 4096);
         var lastRotated = File.ReadAllLines(stdout + ".1").Last(l => l.StartsWith("line ", StringComparison.Ordinal));
-        await Task.Delay(200);
-        var fresh = File.ReadAllLines(stdout).Where(l => l.StartsWith("line ", StringComparison.Ordinal)).ToList();
+        var fresh = await Testing.Eventually.ValueAsync(() => Task.FromResult(File.ReadAllLines(stdout).Where(l => l.StartsWith("line ", StringComparison.Ordinal)).ToList()),
+            lines => lines.Count > 0, Timeout, "the child to write on into the truncated file");
         Assert.NotEmpty(fresh); // the child writes on into the truncated file
         Assert.True(new FileInfo(stdout).Length < new FileInfo(stdout + ".1").Length + 4096);
         Assert.True(int.Parse(fresh[^1][5..]) > int.Parse(lastRotated[5..]));
