@@ -80,7 +80,7 @@ public sealed class ProcessProbeTests : MonitorTestBase
         Assert.Equal(State.Healthy, stream.Current.State);
 
         // Many probes at 100 ms pass while it stays healthy: none is streamed.
-        await Task.Delay(500);
+        Assert.All(await ProbedAsync("watched", 5), status => Assert.Equal(State.Healthy, status.State));
         ProcessTree.Signal(sleeper.Identity, 19);
         Assert.True(await stream.MoveNext(cts.Token));
         Assert.Equal(State.Unhealthy, stream.Current.State);
@@ -130,8 +130,8 @@ public sealed class FileProbeTests : MonitorTestBase
             }
         });
         await StatusAsync("log", State.Healthy);
-        await Task.Delay(1500);
-        Assert.Equal(State.Healthy, (await Client.GetStatusAsync(new GetStatusRequest { TargetId = "log" })).State);
+        // Longer than idle_after (1 s) of probes every 100 ms: healthy throughout, since the log grows.
+        Assert.All(await ProbedAsync("log", 15), status => Assert.Equal(State.Healthy, status.State));
         await writing.CancelAsync();
         await writer;
         var idle = await StatusAsync("log", State.Idle);
