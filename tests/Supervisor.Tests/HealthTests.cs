@@ -21,7 +21,17 @@ public sealed class HealthTests : SupervisorTestBase
         workload.Health = new HealthPolicy { HeartbeatFile = heartbeat, HeartbeatTimeout = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)) };
         await ApplyAsync(workload);
         var first = await RunningAsync("beating", 1);
-        await Task.Delay(1500); // beating: no restart
+        // Beating: the monitor looks at the heartbeat for longer than the timeout (every 250 ms), finds it fresh every
+        // time, and nothing is restarted.
+        var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel());
+        var probes = new List<AgentStatus>();
+        await Testing.Eventually.ValueAsync(async () =>
+        {
+            var status = await monitor.GetStatusAsync(new GetStatusRequest { TargetId = "supervisor/beating/1/heartbeat" });
+            if (status.LastProbeTime is not null && (probes.Count == 0 || !Equals(probes[^1].LastProbeTime, status.LastProbeTime))) probes.Add(status);
+            return probes.Count;
+        }, n => n >= 7, Timeout, "seven probes of the heartbeat");
+        Assert.All(probes, p => Assert.Equal(AgentStatus.Types.State.Healthy, p.State));
         Assert.Equal(1, (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "beating" })).Status.Generation);
 
         var stoppedAt = DateTime.UtcNow;
