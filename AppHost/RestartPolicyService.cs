@@ -155,17 +155,15 @@ internal sealed class RestartPolicyService(
             await Task.Delay(delay, time, linked.Token);
             // From here on the start is ours: the Starting state it causes must not cancel it.
             if (Interlocked.CompareExchange(ref w.PendingStart, null, pending) != pending) return;
-            var result = await commands.ExecuteCommandAsync(w.Resource, KnownResourceCommands.StartCommand, lifetime.ApplicationStopping);
-            if (!result.Success)
-            {
-                logger.LogError("{Resource} could not be restarted: {Message}", w.Resource.Name, result.Message);
-                return;
-            }
+            // Counted before the start, not after it: a resource that exits at once is seen exiting (and may be given
+            // up on) before the start command returns, and its state must already count this restart.
             w.Restarts++;
             await PublishAsync(w, s => s with
             {
                 Properties = Set(Set(s.Properties, RestartsProperty, w.Restarts), NextStartProperty, null),
             });
+            var result = await commands.ExecuteCommandAsync(w.Resource, KnownResourceCommands.StartCommand, lifetime.ApplicationStopping);
+            if (!result.Success) logger.LogError("{Resource} could not be restarted: {Message}", w.Resource.Name, result.Message);
         }
         catch (OperationCanceledException)
         {
