@@ -46,7 +46,7 @@ public sealed class PlatformException : Exception
     public ResourceInfo? Resource { get; }
 
     public static PlatformException Invalid(IReadOnlyList<BadRequest.Types.FieldViolation> violations) =>
-        new(ErrorKind.Invalid, string.Join("; ", violations.Select(v => $"{v.Field}: {v.Description}")), violations);
+        new(ErrorKind.Invalid, ServiceDefaults.Violations.Describe(violations), violations);
 
     public static PlatformException Invalid(string field, string description) =>
         Invalid([new BadRequest.Types.FieldViolation { Field = field, Description = description }]);

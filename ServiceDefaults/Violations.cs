@@ -1,6 +1,4 @@
-using Google.Protobuf.WellKnownTypes;
 using Google.Rpc;
-using Grpc.Core;
 
 namespace Platform.ServiceDefaults;
 
@@ -15,7 +13,11 @@ public sealed class Violations
         _violations.Add(new BadRequest.Types.FieldViolation { Field = field, Description = description });
 
     /// <summary>"field: description; field: description".</summary>
-    public override string ToString() => string.Join("; ", _violations.Select(v => $"{v.Field}: {v.Description}"));
+    public override string ToString() => Describe(_violations);
+
+    /// <summary>Violations in one line, as a person reads them: "field: description; field: description".</summary>
+    public static string Describe(IEnumerable<BadRequest.Types.FieldViolation> violations) =>
+        string.Join("; ", violations.Select(v => $"{v.Field}: {v.Description}"));
 
     public void ThrowIfAny()
     {

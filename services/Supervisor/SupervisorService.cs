@@ -60,7 +60,7 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
 
     public override async Task WatchWorkloads(WatchWorkloadsRequest request, IServerStreamWriter<WorkloadEvent> responseStream, ServerCallContext context)
     {
-        if (request.Name.Length > 0 && !WorkloadValidation.IsName(request.Name)) throw PlatformException.Invalid("name", $"'{request.Name}' is not a workload name");
+        if (request.Name.Length > 0 && !WorkloadName.IsValid(request.Name)) throw PlatformException.Invalid("name", $"'{request.Name}' is not a workload name");
         var events = engine.Watch(request.Name, out var subscription);
         using (subscription)
         {
@@ -73,6 +73,6 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
     private static void RequireName(string name)
     {
         if (name.Length == 0) throw PlatformException.Invalid("name", "is required");
-        if (!WorkloadValidation.IsName(name)) throw PlatformException.Invalid("name", $"'{name}' is not a workload name");
+        if (!WorkloadName.IsValid(name)) throw PlatformException.Invalid("name", $"'{name}' is not a workload name");
     }
 }

@@ -12,8 +12,6 @@ public static partial class WorkloadValidation
     public static readonly TimeSpan DefaultHeartbeatTimeout = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan MaxDuration = TimeSpan.FromDays(7);
 
-    public static bool IsName(string name) => WorkloadName.IsValid(name);
-
     public static void Validate(Workload? workload, Violations v)
     {
         if (workload is null)

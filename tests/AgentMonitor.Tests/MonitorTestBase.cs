@@ -66,28 +66,8 @@ public abstract class MonitorTestBase : IAsyncLifetime
 
     protected Task<Target> AddAsync(Target target) => Client.AddTargetAsync(new AddTargetRequest { Target = target }).ResponseAsync;
 
-    /// <summary>
-    /// Follows the target through <paramref name="probes"/> more probes (each a new last_probe_time) and returns the
-    /// statuses seen: "nothing changed" observed over real probes rather than over a sleep.
-    /// </summary>
-    protected async Task<List<AgentStatus>> ProbedAsync(string id, int probes)
-    {
-        var seen = new List<AgentStatus>();
-        var deadline = DateTime.UtcNow + Timeout;
-        var last = (await Client.GetStatusAsync(new GetStatusRequest { TargetId = id })).LastProbeTime;
-        while (seen.Count < probes)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"{id} was probed {seen.Count} times of {probes} in {Timeout}");
-            var status = await Client.GetStatusAsync(new GetStatusRequest { TargetId = id });
-            if (!Equals(status.LastProbeTime, last))
-            {
-                seen.Add(status);
-                last = status.LastProbeTime;
-            }
-            await Task.Delay(10);
-        }
-        return seen;
-    }
+    /// <summary>The statuses of the target's next <paramref name="probes"/> probes (<see cref="MonitorProbes.ProbedAsync"/>).</summary>
+    protected Task<List<AgentStatus>> ProbedAsync(string id, int probes) => Client.ProbedAsync(id, probes, Timeout);
 
     /// <summary>Waits for the target to reach <paramref name="state"/> and returns that status.</summary>
     protected Task<AgentStatus> StatusAsync(string id, State state, TimeSpan? timeout = null) =>

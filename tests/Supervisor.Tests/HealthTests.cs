@@ -5,6 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Platform.Monitor.V1;
 using Platform.ProcessControl;
 using Platform.Supervisor.V1;
+using Platform.Testing;
 using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
 
 namespace Platform.Supervisor.Tests;
@@ -24,13 +25,7 @@ public sealed class HealthTests : SupervisorTestBase
         // Beating: the monitor looks at the heartbeat for longer than the timeout (every 250 ms), finds it fresh every
         // time, and nothing is restarted.
         var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel());
-        var probes = new List<AgentStatus>();
-        await Testing.Eventually.ValueAsync(async () =>
-        {
-            var status = await monitor.GetStatusAsync(new GetStatusRequest { TargetId = "supervisor/beating/1/heartbeat" });
-            if (status.LastProbeTime is not null && (probes.Count == 0 || !Equals(probes[^1].LastProbeTime, status.LastProbeTime))) probes.Add(status);
-            return probes.Count;
-        }, n => n >= 7, Timeout, "seven probes of the heartbeat");
+        var probes = await monitor.ProbedAsync("supervisor/beating/1/heartbeat", 7, Timeout);
         Assert.All(probes, p => Assert.Equal(AgentStatus.Types.State.Healthy, p.State));
         Assert.Equal(1, (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "beating" })).Status.Generation);
 
