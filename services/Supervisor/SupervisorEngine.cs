@@ -75,13 +75,13 @@ public sealed class SupervisorEngine(
             {
                 return await actor.FirstStartAsync();
             }
-            catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.InvalidArgument or StatusCode.PermissionDenied or StatusCode.FailedPrecondition)
+            catch (PlatformException e) when (e.Kind is ErrorKind.NotFound or ErrorKind.Invalid or ErrorKind.PermissionDenied or ErrorKind.Conflict)
             {
                 // The Launcher refused the launch spec: nothing of the workload is kept.
                 _actors.TryRemove(spec.Name, out _);
                 await actor.StopAsync();
                 store.Delete(spec.Name);
-                throw PlatformException.Like(e.StatusCode, $"workload '{spec.Name}' was not created: the launcher refused its launch spec: {e.Status.Detail}");
+                throw PlatformException.Like(e.StatusCode, $"workload '{spec.Name}' was not created: the launcher refused its launch spec: {e.Message}");
             }
         }
         finally
@@ -157,7 +157,7 @@ public sealed class SupervisorEngine(
                 running.AddRange(page.Instances);
                 token = page.NextPageToken;
             } while (token.Length > 0);
-            var byWorkload = running.Where(i => i.Labels.ContainsKey(WorkloadActor.LabelWorkload)).ToLookup(i => i.Labels[WorkloadActor.LabelWorkload]);
+            var byWorkload = running.Where(i => i.Labels.ContainsKey(WorkloadLabels.Workload)).ToLookup(i => i.Labels[WorkloadLabels.Workload]);
             await Task.WhenAll(_actors.Values.Select(a => a.Reconcile([.. byWorkload[a.Name]])));
             connected();
             _ = ReconciledWhenDoneAsync(listedAt);
@@ -181,10 +181,10 @@ public sealed class SupervisorEngine(
             {
                 // A target is this supervisor's by its labels (set by the workload that added it).
                 if (status.State != AgentStatus.Types.State.Unhealthy ||
-                    !status.Labels.TryGetValue(WorkloadActor.LabelWorkload, out var name) ||
-                    WorkloadActor.GenerationOf(status.Labels) is not { } generation ||
+                    !status.Labels.TryGetValue(WorkloadLabels.Workload, out var name) ||
+                    Core.WorkloadCore.GenerationOf(status.Labels) is not { } generation ||
                     !_actors.TryGetValue(name, out var actor)) continue;
-                await actor.Unhealthy(generation, status.Labels.GetValueOrDefault(WorkloadActor.LabelCheck, ""), status.Detail);
+                await actor.Unhealthy(generation, status.Labels.GetValueOrDefault(WorkloadLabels.Check, ""), status.Detail);
             }
         }, stoppingToken);
 
