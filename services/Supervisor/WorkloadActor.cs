@@ -283,8 +283,9 @@ public sealed class WorkloadActor
         }
         catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException)
         {
-            var error = new CallError(Dependencies.IsUnreachable(e), e is RpcException r ? r.StatusCode : StatusCode.Unavailable,
-                e is RpcException rpc ? rpc.Status.Detail : e.Message, e is RpcException m ? $"{m.StatusCode}: {m.Status.Detail}" : e.Message);
+            var error = e is RpcException r
+                ? new CallError(Dependencies.IsUnreachable(e), r.StatusCode, r.Status.Detail, $"{r.StatusCode}: {r.Status.Detail}")
+                : new CallError(Unreachable: true, StatusCode.Unavailable, e.Message, e.Message); // an open breaker
             span?.SetStatus(ActivityStatusCode.Error, call is not Call.Launch ? error.Message : error.Unreachable ? "launcher unreachable" : error.Detail);
             return new CoreEvent.CallResult(Error: error);
         }

@@ -1,5 +1,4 @@
 using Google.Protobuf.WellKnownTypes;
-using Microsoft.Extensions.Logging;
 using Platform.ServiceDefaults;
 using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
 
@@ -196,7 +195,5 @@ public static partial class WorkloadCore
         {
             if (_tracker.Refresh()) Save(Phase.Running, "running stably; restart count reset");
         }
-
-        private void LogDebug(string message) => Log(LogLevel.Debug, message);
     }
 }

@@ -22,7 +22,6 @@ public static partial class WorkloadCore
                 case Step.AddTargets s: Await(s, new Call.AddTarget(s.Remaining[0])); break;
                 case Step.RemoveTargets s: Await(s, new Call.RemoveTargetsAndWait(Name, s.Generation)); break;
                 case Step.Arm: RunArm(); break;
-                case Step.Arming: throw new InvalidOperationException("an arming step is only resumed");
                 case Step.Resync:
                     if (!_reconcileAgain || !_reconciled) break;
                     _reconcileAgain = false;
@@ -276,7 +275,7 @@ public static partial class WorkloadCore
             if (_armed is null && r.Error.Code is not (StatusCode.FailedPrecondition or StatusCode.Unimplemented)) _armed = new ArmedSuccessor(null, null);
             // An older launcher (UNIMPLEMENTED), an instance that exited meanwhile (its EXITED is on its way), or the
             // launcher out of reach (armed again at the reconcile when it is back).
-            LogDebug($"Workload {Name}: no successor armed for instance {Status.InstanceId}: {r.Error.Message}");
+            Log(LogLevel.Debug, $"Workload {Name}: no successor armed for instance {Status.InstanceId}: {r.Error.Message}");
         }
 
         // ------------------------------------------------------------------ reconciling

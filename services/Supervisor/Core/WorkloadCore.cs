@@ -227,7 +227,10 @@ public static partial class WorkloadCore
             if (phase != previous) Actions.Add(new WorkloadAction.Publish(_snapshot, previous, message));
         }
 
-        private string TraceId => ActivityContext.Parse(_initial.Lifecycle, null).TraceId.ToHexString();
+        private string? _traceId;
+
+        /// <summary>The lifecycle trace's id (parsed once per decision: it is in every save and every request id).</summary>
+        private string TraceId => _traceId ??= ActivityContext.Parse(_initial.Lifecycle, null).TraceId.ToHexString();
 
         private ExitInfo Exit(Instance? instance, string reason)
         {
