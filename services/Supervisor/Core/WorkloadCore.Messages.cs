@@ -162,6 +162,12 @@ public static partial class WorkloadCore
                 Fail(PlatformException.Unavailable($"the launcher is unreachable; workload '{Name}' is still running and was not deleted"));
                 return;
             }
+            if (_launchPending)
+            {
+                // The launch asked again before the stop was not answered: it may have started an instance nobody would stop.
+                Fail(PlatformException.Unavailable($"the launcher is unreachable; generation {Status.Generation} of workload '{Name}' may have started, so it was not deleted"));
+                return;
+            }
             _tracker.Stop();
             Actions.Add(new WorkloadAction.DeleteRecord(Name));
             var previous = Status.Phase;

@@ -83,6 +83,7 @@ public static partial class WorkloadCore
                     if (r.Error is not null) _reconcileAgain = true; // it may still run: again later
                     break;
                 case Step.ReconcileCurrent s: CurrentLooked(s.Running, r); break;
+                case Step.ReconcileSuccessor s: SuccessorLooked(s, r); break;
                 default: throw new InvalidOperationException($"{step.GetType().Name} made no call");
             }
         }
@@ -341,6 +342,12 @@ public static partial class WorkloadCore
                 return;
             }
             var ended = r.Error is null ? r.Instance : null;
+            if (ended is { State: Instance.Types.State.Exited, SuccessorId.Length: > 0 } && running.All(i => i.Id != ended.SuccessorId))
+            {
+                // Its armed successor started and has ended too: its generation is used up, so it is taken and its end learnt.
+                Await(new Step.ReconcileSuccessor(ended, running), new Call.GetInstance(ended.SuccessorId));
+                return;
+            }
             Push(new Step.ReconcileEnd(running)); // after whatever the exit leads to
             if (ended is null || ended.State == Instance.Types.State.Exited)
             {
@@ -348,6 +355,20 @@ public static partial class WorkloadCore
                 HandleExit(ended ?? new Instance { Id = Status.InstanceId, State = Instance.Types.State.Exited },
                     ended is null ? "gone (the launcher has no record)" : "exited", successor);
             }
+        }
+
+        private void SuccessorLooked(Step.ReconcileSuccessor s, CoreEvent.CallResult r)
+        {
+            if (r.Error is { Code: not StatusCode.NotFound })
+            {
+                _reconcileAgain = true;
+                _reconciled = true; // starts stay impossible while an instance is current
+                return;
+            }
+            var successor = r.Error is null && IsSuccessor(r.Instance!, Status.Generation) ? r.Instance : null;
+            // After whatever taking it leads to, the current instance (the successor) is looked at again.
+            Push(successor is null ? new Step.ReconcileEnd(s.Running) : new Step.ReconcileCurrent(s.Running));
+            HandleExit(s.Ended, "exited", successor);
         }
 
         private void ReconcileEnd(ImmutableList<Instance> running)

@@ -132,6 +132,8 @@ public abstract record Step
     public sealed record Resync : Step;
     public sealed record StopStray(string InstanceId) : Step;
     public sealed record ReconcileCurrent(ImmutableList<Instance> Running) : Step;
+    /// <summary>The current instance ended and named a successor that is not running: how did it end?</summary>
+    public sealed record ReconcileSuccessor(Instance Ended, ImmutableList<Instance> Running) : Step;
     public sealed record ReconcileEnd(ImmutableList<Instance> Running) : Step;
     public sealed record StartIfDue : Step;
     public sealed record RefreshStable : Step;
