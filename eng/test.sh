@@ -27,6 +27,12 @@ trap 'rm -f "$log"' EXIT
 dotnet test Platform.sln --no-build -nologo 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
+# The tests' launchers (SIGKILLed on purpose, with data directories that are gone) leave empty cgroup subtrees:
+# removed here, deepest first (rmdir refuses a cgroup that still has processes).
+for mount in $(awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { if ($(i + 1) == "cgroup2") print $5; break } }' /proc/self/mountinfo); do
+  find "$mount" -mindepth 1 -depth -type d -path '*platform-launcher-*' -exec rmdir {} + 2>/dev/null || true
+done
+
 # Each test project prints: "Passed!  - Failed:     0, Passed:    26, Skipped:     0, Total:    26, ..."
 read -r passed failed skipped < <(grep -E '^(Passed|Failed)!' "$log" | awk -F'[:,]' '
   { f += $2; p += $4; s += $6 } END { printf "%d %d %d\n", p, f, s }')

@@ -32,6 +32,10 @@ public sealed record SpawnRequest(
 {
     /// <summary>Give the child a pipe as stdin (<see cref="SpawnedProcess.StandardInput"/>); /dev/null otherwise.</summary>
     public bool StdinPipe { get; init; }
+
+    /// <summary>A cgroup v2 directory to start the child in: it is placed there before the program runs its first
+    /// instruction (see <see cref="ChildReaper.Spawn"/>).</summary>
+    public string? Cgroup { get; init; }
 }
 
 /// <summary>A process this reaper started.</summary>
@@ -122,6 +126,7 @@ public sealed unsafe class ChildReaper : IDisposable
         var stdoutPipe = new int[] { -1, -1 };
         var stderrPipe = new int[] { -1, -1 };
         var stdinPipe = new int[] { -1, -1 };
+        var gate = new int[] { -1, -1 };
         var allocations = new List<nint>();
         var attr = NativeMemory.AllocZeroed(Native.SpawnAttrSize);
         var actions = NativeMemory.AllocZeroed(Native.FileActionsSize);
@@ -171,7 +176,27 @@ public sealed unsafe class ChildReaper : IDisposable
             if (request.WorkingDirectory is { } cwd)
                 Check(Native.posix_spawn_file_actions_addchdir_np(actions, Utf8(cwd)), "addchdir");
 
-            var argv = Array([request.Executable, .. request.Arguments]);
+            List<string> arguments = [request.Executable, .. request.Arguments];
+            if (request.Cgroup is not null)
+            {
+                // posix_spawn cannot place a child in a cgroup (clone3's CLONE_INTO_CGROUP is not reachable from
+                // here), and a child moved after it started could fork first. So the child starts as a gate: /bin/sh
+                // waiting on a pipe (fd 3) until it has been moved, then exec'ing the program under the same pid.
+                if (Native.access(executable, Native.X_OK) != 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    throw new SpawnException(errno, $"cannot start {request.Executable}: {Native.Error(errno)}");
+                }
+                fixed (int* fds = gate)
+                {
+                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0)
+                        throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
+                }
+                Check(Native.posix_spawn_file_actions_adddup2(actions, gate[0], GateFd), "gate pipe");
+                arguments = ["/bin/sh", "-c", GateScript(request.Environment.ContainsKey("PWD")), executable, .. request.Arguments];
+                executable = "/bin/sh";
+            }
+            var argv = Array(arguments);
             var envp = Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
             var path = Utf8(executable);
 
@@ -187,6 +212,7 @@ public sealed unsafe class ChildReaper : IDisposable
                 else _waiters[pid] = tcs;
             }
             _childAdded.Set();
+            if (request.Cgroup is { } cgroup) OpenGate(pid, cgroup, gate);
 
             var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
             return new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe), WriteEnd(stdinPipe));
@@ -200,6 +226,7 @@ public sealed unsafe class ChildReaper : IDisposable
         }
         finally
         {
+            CloseBoth(gate);
             // The parent's copies of the pipes' write ends: only the child holds them now.
             if (stdoutPipe[1] >= 0) Native.close(stdoutPipe[1]);
             if (stderrPipe[1] >= 0) Native.close(stderrPipe[1]);
@@ -210,6 +237,38 @@ public sealed unsafe class ChildReaper : IDisposable
             NativeMemory.Free(actions);
             NativeMemory.Free(sigset);
             foreach (var p in allocations) Marshal.FreeCoTaskMem(p);
+        }
+    }
+
+    /// <summary>The fd the gate waits on in the child.</summary>
+    private const int GateFd = 3;
+
+    /// <summary>Reads one line from the gate fd (EOF: the placement failed, exit 125), closes it and execs the program
+    /// ($0) with its arguments. dash sets PWD when it is not in the environment: unset again, the program gets exactly
+    /// the environment asked for.</summary>
+    private static string GateScript(bool keepPwd) =>
+        (keepPwd ? "" : "unset PWD; ") + "IFS= read -r _ <&3 || exit 125; exec 3<&-; exec \"$0\" \"$@\"";
+
+    /// <summary>Moves the gated child into its cgroup, then lets it run; if it cannot be moved, it is killed unrun.</summary>
+    private static void OpenGate(int pid, string cgroup, int[] gate)
+    {
+        Native.close(gate[0]);
+        gate[0] = -1;
+        try
+        {
+            Cgroup.Add(cgroup, pid);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Native.kill(pid, Native.SIGKILL);
+            throw new SpawnException(5 /* EIO */, $"cannot place the new process in cgroup {cgroup}: {e.Message}");
+        }
+        var line = (byte)'\n';
+        if (Native.write(gate[1], &line, 1) != 1)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            Native.kill(pid, Native.SIGKILL);
+            throw new SpawnException(errno, $"cannot release the new process: {Native.Error(errno)}");
         }
     }
 

@@ -169,6 +169,31 @@ public static class ProcFs
         return result;
     }
 
+    /// <summary>The live processes whose environment holds <paramref name="name"/>=<paramref name="value"/>
+    /// (/proc/PID/environ: the environment they were started with, so a process that clears it is not found).</summary>
+    public static List<ProcessIdentity> WithEnvironment(string name, string value)
+    {
+        var entry = System.Text.Encoding.UTF8.GetBytes($"\0{name}={value}\0");
+        var found = new List<ProcessIdentity>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)) continue;
+            byte[] environ;
+            try
+            {
+                environ = File.ReadAllBytes(Path.Combine(dir, "environ"));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue; // gone, or a kernel thread
+            }
+            // Each entry ends with NUL; the first one has none before it.
+            if (!environ.AsSpan().StartsWith(entry.AsSpan(1)) && environ.AsSpan().IndexOf(entry) < 0) continue;
+            if (ReadStat(pid) is { IsZombie: false } stat) found.Add(new ProcessIdentity(pid, stat.StartTime));
+        }
+        return found;
+    }
+
     /// <summary>Resident memory and CPU time (user + system) of a set of processes.</summary>
     public static (long RssBytes, TimeSpan CpuTime) Usage(IEnumerable<ProcStat> processes)
     {

@@ -37,8 +37,14 @@ public static class ProcessTree
     /// survivor (and to descendants started meanwhile), and a wait until none is left. Stopped processes get SIGCONT
     /// so that they can act on SIGTERM.
     /// </summary>
-    public static async Task<StopResult> StopAsync(ProcessIdentity root, TimeSpan grace, CancellationToken cancellationToken = default)
+    public static Task<StopResult> StopAsync(ProcessIdentity root, TimeSpan grace, CancellationToken cancellationToken = default) =>
+        StopAsync(root, grace, null, cancellationToken);
+
+    /// <summary>As <see cref="StopAsync(ProcessIdentity, TimeSpan, CancellationToken)"/>, with <paramref name="more"/>
+    /// processes that belong to the tree although they are no longer below its root (orphans re-parented elsewhere).</summary>
+    public static async Task<StopResult> StopAsync(ProcessIdentity root, TimeSpan grace, Func<List<ProcessIdentity>>? more, CancellationToken cancellationToken = default)
     {
+        List<ProcessIdentity> Snapshot(ProcessIdentity root) => more is null ? ProcessTree.Snapshot(root) : [.. ProcessTree.Snapshot(root).Union(more())];
         var tree = Snapshot(root);
         var terminated = Signal(tree, Native.SIGTERM);
         Signal(tree, Native.SIGCONT);
@@ -56,6 +62,28 @@ public static class ProcessTree
             await Task.Delay(Poll, cancellationToken);
         return new StopResult(terminated, killed, survivors.Count(ProcFs.IsAlive));
     }
+
+    /// <summary>
+    /// Stops every process of a cgroup: SIGTERM (and SIGCONT) to each member, up to <paramref name="grace"/> for them to
+    /// go, then <c>cgroup.kill</c> (every member, including those forked meanwhile, in one write) and a wait until the
+    /// cgroup is empty.
+    /// </summary>
+    public static async Task<StopResult> StopCgroupAsync(string cgroup, TimeSpan grace, CancellationToken cancellationToken = default)
+    {
+        var members = Identify(Cgroup.Members(cgroup));
+        var terminated = Signal(members, Native.SIGTERM);
+        Signal(members, Native.SIGCONT);
+        var deadline = DateTime.UtcNow + grace;
+        while (DateTime.UtcNow < deadline && Cgroup.IsPopulated(cgroup))
+            await Task.Delay(Poll, cancellationToken);
+        var killed = Cgroup.Members(cgroup).Count;
+        if (killed == 0) return new StopResult(terminated, 0, 0);
+        var gone = await Cgroup.KillAsync(cgroup, TimeSpan.FromSeconds(5), cancellationToken);
+        return new StopResult(terminated, killed, gone ? 0 : Cgroup.Members(cgroup).Count);
+    }
+
+    private static List<ProcessIdentity> Identify(IEnumerable<int> pids) =>
+        [.. pids.Select(ProcFs.Identify).Where(p => p is not null).Select(p => p!.Value)];
 
     /// <summary>Sends one signal to a process if it is still the same process.</summary>
     public static bool Signal(ProcessIdentity process, int signal) => ProcFs.IsAlive(process) && Native.kill(process.Pid, signal) == 0;

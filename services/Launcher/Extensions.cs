@@ -15,6 +15,9 @@ public static class Extensions
             var directory = DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<LauncherOptions>>().Value.DataDirectory);
             return new InstanceStore(Path.Combine(directory, "launcher.db"));
         });
+        builder.Services.AddSingleton<Containment>();
+        builder.Services.AddHealthChecks().Add(new Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckRegistration(
+            "containment", sp => sp.GetRequiredService<Containment>(), Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Unhealthy, []));
         builder.Services.AddSingleton<InstanceManager>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<InstanceManager>());
         builder.Services.AddPlatformGrpcClient<Registry.V1.SessionRegistry.SessionRegistryClient>("registry");

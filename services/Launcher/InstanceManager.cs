@@ -23,7 +23,11 @@ public sealed record ResolvedLaunch(
     IReadOnlyDictionary<string, string> SessionAttributes,
     string? TraceParent = null,
     string? TraceState = null,
-    bool ArmedSuccessor = false);
+    bool ArmedSuccessor = false)
+{
+    /// <summary>What the main process started outlives its own exit (still stopped with the instance).</summary>
+    public bool KeepDescendants { get; init; }
+}
 
 /// <summary>
 /// The instances of this node: starts them (each in its own session, output to files), sees their exits at once
@@ -32,6 +36,7 @@ public sealed record ResolvedLaunch(
 /// </summary>
 public sealed class InstanceManager(
     InstanceStore store,
+    Containment containment,
     IOptions<LauncherOptions> options,
     IConfiguration configuration,
     TimeProvider time,
@@ -141,9 +146,12 @@ public sealed class InstanceManager(
                 instance.ExitTime = Timestamp.FromDateTimeOffset(time.GetUtcNow());
                 Save(tracked, instance);
                 tracked.Exited.TrySetResult();
+                // What it left in its cgroup goes too (bounded: one write and a wait of at most 5 s).
+                _ = containment.CleanUpAsync(instance);
                 logger.LogInformation("Instance {Id} ({Workload}) ended while the launcher was down; its exit status is unknown", instance.Id, instance.Workload);
             }
         }
+        containment.RemoveUnused(_instances.Values.Where(t => t.Instance.State != Instance.Types.State.Exited).Select(t => t.Instance.Id).ToHashSet());
         // Output directories with no record: prepared for successors that never started (arms do not outlive the launcher).
         var instancesDirectory = Path.Combine(_dataDirectory, "instances");
         // Only directories whose files are all empty: nothing anyone could want is lost.
@@ -221,16 +229,25 @@ public sealed class InstanceManager(
         }
 
         SpawnedProcess process;
+        string? cgroup = null;
         try
         {
+            cgroup = containment.Prepare(id);
             process = ChildReaper.Shared.Spawn(new SpawnRequest(launch.Executable, launch.Args, env, launch.WorkingDirectory,
-                StdioTarget.File(Path.Combine(logDirectory, "stdout.log")), StdioTarget.File(Path.Combine(logDirectory, "stderr.log"))));
+                StdioTarget.File(Path.Combine(logDirectory, "stdout.log")), StdioTarget.File(Path.Combine(logDirectory, "stderr.log")))
+            {
+                Cgroup = cgroup,
+            });
         }
-        catch (SpawnException e)
+        catch (Exception e) when (e is SpawnException or IOException or UnauthorizedAccessException)
         {
-            Directory.Delete(logDirectory, recursive: true); // nothing half-started left behind
-            throw e.NotFound ? PlatformException.NotFound(e.Message)
-                : e.PermissionDenied ? PlatformException.PermissionDenied(e.Message)
+            // Nothing half-started left behind.
+            Directory.Delete(logDirectory, recursive: true);
+            containment.Discard(cgroup);
+            if (e is not SpawnException) throw PlatformException.Unavailable($"cannot make the instance's cgroup: {e.Message}");
+            var spawn = (SpawnException)e;
+            throw spawn.NotFound ? PlatformException.NotFound(e.Message)
+                : spawn.PermissionDenied ? PlatformException.PermissionDenied(e.Message)
                 : PlatformException.Conflict(e.Message);
         }
 
@@ -245,6 +262,8 @@ public sealed class InstanceManager(
             Labels = { launch.Labels.ToDictionary() },
             Template = launch.Template,
             SessionId = sessionId ?? "",
+            Cgroup = cgroup ?? "",
+            KeepDescendants = launch.KeepDescendants,
         };
         var tracked = new Tracked(new InstanceRecord(instance, process.Identity, ProcFs.BootId, launch.StopGrace, logDirectory, launch.RequestId))
         {
@@ -322,6 +341,8 @@ public sealed class InstanceManager(
             }
         }
 
+        // What the main process left behind is gone before its exit is published (unless the launch keeps it).
+        await containment.CleanUpAsync(tracked.Instance);
         var instance = tracked.Instance.Clone();
         instance.State = Instance.Types.State.Exited;
         instance.ExitTime = exitTime;
@@ -375,15 +396,16 @@ public sealed class InstanceManager(
     }
 
     /// <summary>
-    /// Stops the instance's whole tree (SIGTERM to every descendant, the grace, SIGKILL to every survivor) and
-    /// returns it once its exit is recorded. An exited instance is returned unchanged.
+    /// Stops the instance's whole tree (SIGTERM to every process of it, the grace, SIGKILL to every survivor) and
+    /// returns it once its exit is recorded. An exited instance is returned unchanged (what it kept running, with
+    /// keep_descendants, is stopped).
     /// </summary>
     public async Task<Instance> StopInstanceAsync(string id, TimeSpan? grace, CancellationToken cancellationToken)
     {
         var tracked = Find(id);
         lock (tracked.Lock)
         {
-            if (tracked.Instance.State == Instance.Types.State.Exited) return Get(id);
+            if (tracked.Instance.State == Instance.Types.State.Exited && !(tracked.Instance.KeepDescendants && tracked.Instance.Cgroup.Length > 0)) return Get(id);
             // A stop asked for is not the instance's own exit: no successor follows it.
             tracked.StopRequested = true;
             Discard(tracked.Successor);
@@ -395,9 +417,10 @@ public sealed class InstanceManager(
                 Save(tracked, stopping);
             }
         }
-        var result = await ProcessTree.StopAsync(tracked.Record.Identity, grace ?? tracked.Record.StopGrace, cancellationToken);
+        var result = await containment.StopAsync(tracked.Instance, tracked.Record.Identity, grace ?? tracked.Record.StopGrace, cancellationToken);
         if (!result.AllGone) logger.LogWarning("Instance {Id}: {Survivors} processes survived SIGKILL", id, result.Survivors);
         await tracked.Exited.Task.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
+        if (tracked.Instance.KeepDescendants) containment.Discard(tracked.Instance.Cgroup.Length > 0 ? tracked.Instance.Cgroup : null); // kept until this stop
         return Get(id);
     }
 
@@ -409,7 +432,7 @@ public sealed class InstanceManager(
         instance.SuccessorArmed = tracked.Successor is not null;
         if (instance.State != Instance.Types.State.Exited && ProcFs.IsAlive(tracked.Record.Identity))
         {
-            var tree = ProcFs.Tree((int)instance.Pid);
+            var tree = containment.Members(instance);
             var (rss, cpu) = ProcFs.Usage(tree);
             instance.ChildProcessCount = Math.Max(0, tree.Count - 1);
             instance.RssBytes = rss;
@@ -502,5 +525,9 @@ public sealed class InstanceManager(
         }
     }
 
-    public void Dispose() => _pidfds.Dispose();
+    public void Dispose()
+    {
+        _pidfds.Dispose();
+        containment.Close();
+    }
 }

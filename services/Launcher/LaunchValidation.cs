@@ -24,6 +24,7 @@ public static partial class LaunchValidation
         var env = new Dictionary<string, string>(StringComparer.Ordinal);
         string? workingDirectory;
         string template = "";
+        var keepDescendants = request.KeepDescendants;
 
         switch (request.SourceCase)
         {
@@ -35,6 +36,7 @@ public static partial class LaunchValidation
                 args = [.. t.Args];
                 foreach (var (key, value) in t.Env) env[key] = value;
                 workingDirectory = t.WorkingDirectory;
+                keepDescendants |= t.KeepDescendants;
                 break;
             case LaunchRequest.SourceOneofCase.Process:
                 if (!options.AllowArbitraryCommands)
@@ -80,7 +82,10 @@ public static partial class LaunchValidation
         var path = ResolveExecutable(executable, env);
         // Without a workload, the template's or the executable's name made into one ("python3.11" -> "python3-11").
         var workload = request.Workload.Length > 0 ? request.Workload : WorkloadName.From(template.Length > 0 ? template : Path.GetFileName(path));
-        return new ResolvedLaunch(path, args, env, workingDirectory, workload, template, request.Labels, grace, request.RequestId, request.SessionAttributes);
+        return new ResolvedLaunch(path, args, env, workingDirectory, workload, template, request.Labels, grace, request.RequestId, request.SessionAttributes)
+        {
+            KeepDescendants = keepDescendants,
+        };
     }
 
     /// <summary>The executable's path: NOT_FOUND when it does not exist, PERMISSION_DENIED when it cannot be run.</summary>

@@ -30,6 +30,13 @@ public sealed class LauncherOptions
 
     /// <summary>Events a WatchInstanceEvents caller may fall behind before it is cut with RESOURCE_EXHAUSTED.</summary>
     public int WatchBuffer { get; set; } = 4096;
+
+    /// <summary>How instances are contained: <c>auto</c> (a cgroup v2 group each where the hierarchy is writable, else
+    /// the subreaper fallback), <c>cgroup</c> (required: the launcher does not start without it) or <c>subreaper</c>.</summary>
+    public string Containment { get; set; } = "auto";
+
+    /// <summary>The cgroup directory under which the launcher makes its subtree (default: its own cgroup).</summary>
+    public string? CgroupParent { get; set; }
 }
 
 /// <summary>A named command line.</summary>
@@ -39,6 +46,9 @@ public sealed class TemplateOptions
     public List<string> Args { get; set; } = [];
     public Dictionary<string, string> Env { get; set; } = new(StringComparer.Ordinal);
     public string? WorkingDirectory { get; set; }
+
+    /// <summary>See LaunchRequest.keep_descendants.</summary>
+    public bool KeepDescendants { get; set; }
 }
 
 public static class LaunchLimits

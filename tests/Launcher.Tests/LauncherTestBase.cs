@@ -49,7 +49,7 @@ public abstract class LauncherTestBase : IAsyncLifetime
     public virtual async Task DisposeAsync()
     {
         // Leave nothing running: stop every instance the test started.
-        foreach (var instance in (await Client.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running })).Instances)
+        foreach (var instance in (await Client.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000 })).Instances)
             await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id, Grace = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.Zero) });
         await Host.DisposeAsync();
         try { Directory.Delete(DataDirectory, recursive: true); } catch (IOException) { }

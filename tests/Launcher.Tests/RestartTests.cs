@@ -54,6 +54,10 @@ public sealed class RestartTests : IAsyncLifetime
         var adopted = await restarted.GetInstanceAsync(new GetInstanceRequest { Id = a.Id });
         Assert.Equal((Instance.Types.State.Running, true, a.Pid), (adopted.State, adopted.Adopted, adopted.Pid));
         Assert.False(adopted.SuccessorArmed);
+        // It keeps its cgroup (this machine's cgroup v2 hierarchy is writable: the default containment uses it).
+        Assert.NotEqual("", a.Cgroup);
+        Assert.Equal(a.Cgroup, adopted.Cgroup);
+        Assert.Contains(a.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllLines(Path.Combine(a.Cgroup, "cgroup.procs")));
         // The output prepared for that successor is removed: only the two instances' directories are left.
         Assert.Equal(new[] { a.Id, b.Id }.Order(), Directory.GetDirectories(Path.Combine(_data, "instances")).Select(Path.GetFileName).Order());
 
@@ -69,6 +73,7 @@ public sealed class RestartTests : IAsyncLifetime
         var stopped = await restarted.StopInstanceAsync(new StopInstanceRequest { Id = b.Id });
         Assert.Equal(Instance.Types.State.Exited, stopped.State);
         Assert.False(ProcFs.IsAlive(identityB));
+        Assert.False(Directory.Exists(b.Cgroup));
     }
 
     [Fact]
@@ -82,16 +87,23 @@ public sealed class RestartTests : IAsyncLifetime
             channel.Dispose();
             await first.KillAsync();
         }
-        var stranger = ProcFs.Identify((int)x.Pid)!.Value;
+        // The instance ends while the launcher is down, and its pid goes to a stranger: a process the launcher never
+        // started (not in the instance's cgroup, without its environment).
+        var own = ProcFs.Identify((int)x.Pid)!.Value;
+        ProcessTree.Signal(own, ProcessTree.SIGKILL);
+        // (Spawned by this process's reaper: System.Diagnostics.Process cannot share a process with a waitid(P_ALL) reaper.)
+        var stranger = ChildReaper.Shared.Spawn(new SpawnRequest("sleep", ["300"], new Dictionary<string, string>())).Identity;
         _strays.Add(stranger);
 
-        // As if the pid had been reused: the record's start time no longer matches the process that has the pid.
+        // As if the pid had been reused: the record names the stranger's pid, with a start time that is not its own.
         using (var db = new SqliteConnection($"Data Source={Path.Combine(_data, "launcher.db")};Pooling=False"))
         {
             db.Open();
             using var update = db.CreateCommand();
-            update.CommandText = "UPDATE instances SET start_ticks = start_ticks - 1 WHERE id = $id";
+            update.CommandText = "UPDATE instances SET pid = $pid, start_ticks = $start WHERE id = $id";
             update.Parameters.AddWithValue("$id", x.Id);
+            update.Parameters.AddWithValue("$pid", stranger.Pid);
+            update.Parameters.AddWithValue("$start", (long)stranger.StartTime - 1);
             Assert.Equal(1, update.ExecuteNonQuery());
         }
 
