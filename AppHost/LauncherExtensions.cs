@@ -39,6 +39,7 @@ public static class LauncherExtensions
             launcher.Resource,
             sp.GetRequiredService<DistributedApplicationModel>(),
             sp.GetRequiredService<ResourceCommandService>(),
+            sp.GetRequiredService<Platform.AppHost.PlatformState>(),
             sp.GetRequiredService<ILogger<LauncherShutdown>>()));
         return launcher;
     }
@@ -90,6 +91,7 @@ internal sealed class LauncherShutdown(
     ProjectResource launcher,
     DistributedApplicationModel model,
     ResourceCommandService commands,
+    Platform.AppHost.PlatformState state,
     ILogger<LauncherShutdown> logger) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -103,7 +105,16 @@ internal sealed class LauncherShutdown(
             var dependents = model.Resources.Where(r => r.Annotations.OfType<WaitAnnotation>().Any(w => w.Resource == launcher));
             await Task.WhenAll(dependents.Select(r => commands.ExecuteCommandAsync(r, KnownResourceCommands.StopCommand, cancellationToken)));
 
-            using var channel = GrpcChannel.ForAddress(endpoint.Url);
+            using var channel = GrpcChannel.ForAddress(endpoint.Url, new GrpcChannelOptions
+            {
+                Credentials = Grpc.Core.ChannelCredentials.Create(Grpc.Core.ChannelCredentials.Insecure,
+                    Grpc.Core.CallCredentials.FromInterceptor((_, metadata) =>
+                    {
+                        metadata.Add("authorization", $"Bearer {state.Token}");
+                        return Task.CompletedTask;
+                    })),
+                UnsafeUseInsecureChannelCallCredentials = true, // loopback, cleartext HTTP/2
+            });
             var client = new Platform.Launcher.V1.Launcher.LauncherClient(channel);
             var running = new List<Instance>();
             var page = "";

@@ -10,7 +10,8 @@ namespace Aspire.Hosting;
 public static class PlatformServiceExtensions
 {
     /// <summary>
-    /// A platform service: started from its build output, a data directory under the AppHost's state directory,
+    /// A platform service: started from its build output, a data directory under the AppHost's state directory, the run's
+    /// bearer tokens,
     /// OpenTelemetry exported promptly, <c>/health</c> on the <c>http</c> endpoint as its health (what WaitFor waits
     /// on; noticed within 50 ms while the service starts), and the restart policy Aspire lacks.
     /// </summary>
@@ -20,6 +21,10 @@ public static class PlatformServiceExtensions
         return builder
             .RunFromBuildOutput()
             .WithEnvironment(PlatformState.DataDirectoryVariable, state.DataDirectory(builder.Resource.Name))
+            // Every call needs the run's token (ServiceDefaults' AuthenticationInterceptor); the agent token is what the
+            // launcher hands its instances and the registry accepts for their sessions.
+            .WithEnvironment("Platform__Token", state.TokenParameter ?? throw new InvalidOperationException("call WithPlatformState() on the builder first"))
+            .WithEnvironment("Platform__AgentToken", state.AgentTokenParameter!)
             .WithEnvironment(context =>
             {
                 // Single-line console logs read well in the dashboard's console view.

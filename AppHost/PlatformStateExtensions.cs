@@ -12,6 +12,9 @@ public static class PlatformStateExtensions
         var state = PlatformState.For(builder);
         System.IO.Directory.CreateDirectory(state.Directory);
         builder.Services.TryAddSingleton(state);
+        // Generated per run; secret parameters, so the dashboard masks them in the services' environment.
+        state.TokenParameter = builder.AddParameter("platform-token", state.Token, secret: true);
+        state.AgentTokenParameter = builder.AddParameter("platform-agent-token", state.AgentToken, secret: true);
         builder.Services.AddHostedService<StateFileWriter>();
         return builder;
     }

@@ -7,7 +7,7 @@ using Microsoft.Extensions.Logging;
 namespace Platform.AppHost;
 
 /// <summary>
-/// Writes apphost.json: the AppHost's pid, the dashboard's URL, and per platform resource its state, health, pid,
+/// Writes apphost.json (mode 0600): the AppHost's pid, the dashboard's URL, the run's bearer token, and per platform resource its state, health, pid,
 /// restarts and endpoints, from <see cref="ResourceNotificationService"/>. Written to a temporary file, then renamed.
 /// </summary>
 internal sealed class StateFileWriter(
@@ -70,6 +70,7 @@ internal sealed class StateFileWriter(
                 json.WriteNumber("pid", Environment.ProcessId);
                 if (_dashboardUrl is { } dashboard) json.WriteString("dashboard", dashboard);
                 if (_dashboardPid is { } dashboardPid) json.WriteNumber("dashboardPid", dashboardPid);
+                json.WriteString("token", state.Token); // the file is the owner's only (0600)
                 json.WriteStartArray("resources");
                 foreach (var name in names) WriteResource(json, name, _latest.GetValueOrDefault(name));
                 json.WriteEndArray();
@@ -81,7 +82,15 @@ internal sealed class StateFileWriter(
                 json.WriteEndObject();
             }
             var temp = state.StateFile + ".tmp";
-            File.WriteAllBytes(temp, buffer.ToArray());
+            File.Delete(temp); // a left-over file would keep its mode
+            // Created anew each time, readable and writable by the owner only: it holds the run's token.
+            using (var file = new FileStream(temp, new FileStreamOptions
+            {
+                Mode = FileMode.Create,
+                Access = FileAccess.Write,
+                UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+            }))
+                file.Write(buffer.ToArray());
             File.Move(temp, state.StateFile, overwrite: true);
         }
         catch (IOException e)

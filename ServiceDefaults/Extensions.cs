@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -39,8 +40,11 @@ public static class Extensions
         // AddPlatformHttpClient, gRPC clients get retries from their service config (AddPlatformGrpcClient).
         builder.Services.ConfigureHttpClientDefaults(http => http.AddServiceDiscovery());
 
+        builder.Services.AddSingleton<PlatformTokens>();
+        builder.Services.AddSingleton<AuthenticationInterceptor>(); // one instance: it warns once when authentication is off
         builder.Services.AddGrpc(options =>
         {
+            options.Interceptors.Add<AuthenticationInterceptor>(); // first: nothing runs for a call that is refused
             options.Interceptors.Add<ErrorInterceptor>();
             options.Interceptors.Add<StreamShutdownInterceptor>();
             options.EnableDetailedErrors = builder.Environment.IsDevelopment();
@@ -101,8 +105,10 @@ public static class Extensions
     public static IHttpClientBuilder AddPlatformGrpcClient<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TClient>(this IServiceCollection services, string serviceName)
         where TClient : class
     {
+        services.TryAddSingleton<PlatformTokens>();
         return services.AddGrpcClient<TClient>(options => options.Address = PlatformGrpcAddress(serviceName))
-            .ConfigureChannel(channel => channel.ServiceConfig = new ServiceConfig { MethodConfigs = { DefaultRetry } });
+            .ConfigureChannel(channel => channel.ServiceConfig = new ServiceConfig { MethodConfigs = { DefaultRetry } })
+            .AddHttpMessageHandler(sp => new BearerTokenHandler(sp.GetRequiredService<PlatformTokens>()));
     }
 
     /// <summary>

@@ -209,6 +209,8 @@ public sealed class InstanceManager(
             ["PLATFORM_NODE"] = _node,
         };
         if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
+        // The agent's own token: its registry session and nothing else (never the platform's token).
+        if (configuration[PlatformTokens.AgentTokenKey] is { Length: > 0 } agentToken) env["PLATFORM_TOKEN"] = agentToken;
         AddTelemetry(env, launch.Workload, id);
         // Awaited, never waited on: a pool thread blocked on a gRPC call starves the pool on a small machine. An armed
         // successor does not wait for the registry (a durable write, a few ms): its session is registered right after.

@@ -88,7 +88,7 @@ public sealed class DashboardTests : IAsyncLifetime
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = Path.Combine(Screenshots, "monitor-after-kill.png"), FullPage = true });
 
         // A workload restarted twice: its trace shows the start spans of all three attempts in one waterfall.
-        var traceId = await RunAndCrashTwiceAsync(state["supervisor"].GrpcUrl);
+        var traceId = await RunAndCrashTwiceAsync(state["supervisor"].GrpcUrl, state.Token);
         await Task.Delay(TimeSpan.FromSeconds(2)); // the export interval
         await page.GotoAsync(new Uri(dashboard, $"/traces/detail/{traceId}").ToString());
         await Eventually.ValueAsync(async () =>
@@ -103,11 +103,11 @@ public sealed class DashboardTests : IAsyncLifetime
 
     private static void Progress(string step) => File.AppendAllText(Path.Combine(Screenshots, "progress.log"), $"{DateTime.UtcNow:O} {step}\n");
 
-    private async Task<string> RunAndCrashTwiceAsync(string supervisorUrl)
+    private async Task<string> RunAndCrashTwiceAsync(string supervisorUrl, string token)
     {
         var worker = Path.ChangeExtension(AppHostProcess.ProjectOutput(typeof(DashboardTests).Assembly, "platform-worker"), null);
         var crash = Path.Combine(_work, "crash");
-        using var channel = GrpcChannel.ForAddress(supervisorUrl);
+        using var channel = PlatformChannel.Create(supervisorUrl, token);
         var client = new Supervisor.V1.Supervisor.SupervisorClient(channel);
         var applied = await client.ApplyWorkloadAsync(new ApplyWorkloadRequest
         {

@@ -28,8 +28,8 @@ public sealed class AppHostProcessTests : IAsyncLifetime
         var state = await appHost.WaitForAllServingAsync(Timeout);
         Assert.NotNull(state.Dashboard);
         Assert.NotNull(state.DashboardPid);
-        var agent = await Contracts.AssertLauncherRunsAnAgentAsync(state["launcher"].GrpcUrl);
-        var supervised = await Contracts.AssertSupervisorKeepsAWorkloadAliveAsync(state["supervisor"].GrpcUrl, state["monitor"].GrpcUrl);
+        var agent = await Contracts.AssertLauncherRunsAnAgentAsync(state["launcher"].GrpcUrl, state.Token);
+        var supervised = await Contracts.AssertSupervisorKeepsAWorkloadAliveAsync(state["supervisor"].GrpcUrl, state["monitor"].GrpcUrl, state.Token);
 
         var own = appHost.OwnProcesses();
         Assert.Contains(own, p => p.Command.Contains("dcp") && p.Command.Contains("--monitor"));
@@ -51,7 +51,7 @@ public sealed class AppHostProcessTests : IAsyncLifetime
     {
         var appHost = Start();
         var state = await appHost.WaitForAllServingAsync(Timeout);
-        var agent = await Contracts.AssertLauncherRunsAnAgentAsync(state["launcher"].GrpcUrl);
+        var agent = await Contracts.AssertLauncherRunsAnAgentAsync(state["launcher"].GrpcUrl, state.Token);
         // DCP stops a resource with its process tree: only agents that are no longer the launcher's children (their
         // launcher was killed and restarted, and adopted them) outlive a SIGKILL of the AppHost.
         var launcherPid = state["launcher"].Pid;
@@ -67,7 +67,7 @@ public sealed class AppHostProcessTests : IAsyncLifetime
 
         var next = Start();
         state = await next.WaitForAllServingAsync(Timeout);
-        using (var channel = GrpcChannel.ForAddress(state["launcher"].GrpcUrl))
+        using (var channel = state.Channel("launcher"))
         {
             var adopted = await new Launcher.V1.Launcher.LauncherClient(channel).GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = agent.Id });
             Assert.True(adopted.Adopted);

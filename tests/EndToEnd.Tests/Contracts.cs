@@ -9,9 +9,9 @@ namespace Platform.EndToEnd.Tests;
 /// <summary>What each running service must do, asserted against its real endpoints.</summary>
 internal static class Contracts
 {
-    public static async Task AssertServesAsync(string grpcUrl, string httpUrl, string serviceName)
+    public static async Task AssertServesAsync(string grpcUrl, string httpUrl, string serviceName, string token)
     {
-        using var channel = GrpcChannel.ForAddress(grpcUrl);
+        using var channel = PlatformChannel.Create(grpcUrl, token);
 
         var reflection = new ServerReflection.ServerReflectionClient(channel).ServerReflectionInfo();
         await reflection.RequestStream.WriteAsync(new ServerReflectionRequest { ListServices = "" });
@@ -42,20 +42,25 @@ internal static class Contracts
     };
 
     /// <summary>The registry keeps a session in the data directory the AppHost gave it.</summary>
-    public static async Task<Registry.V1.Session> AssertRegistryKeepsSessionsAsync(string grpcUrl, string stateDirectory)
+    public static async Task<Registry.V1.Session> AssertRegistryKeepsSessionsAsync(string grpcUrl, string stateDirectory, string token)
     {
-        using var channel = GrpcChannel.ForAddress(grpcUrl);
+        using var channel = PlatformChannel.Create(grpcUrl, token);
         var client = new Registry.V1.SessionRegistry.SessionRegistryClient(channel);
         var session = await client.RegisterSessionAsync(new Registry.V1.RegisterSessionRequest { Workload = "e2e", Instance = "1", Ttl = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMinutes(5)) });
         Assert.Equal(session.Id, (await client.GetSessionAsync(new Registry.V1.GetSessionRequest { Id = session.Id })).Id);
         Assert.True(File.Exists(Path.Combine(stateDirectory, "registry", "registry.db")));
+        // The AppHost turned authentication on: without the run's token (apphost.json, the owner's only) nothing is served.
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(stateDirectory, "apphost.json")));
+        using var bare = GrpcChannel.ForAddress(grpcUrl);
+        await GrpcAssert.StatusAsync(Grpc.Core.StatusCode.Unauthenticated,
+            new Registry.V1.SessionRegistry.SessionRegistryClient(bare).GetSessionAsync(new Registry.V1.GetSessionRequest { Id = session.Id }).ResponseAsync);
         return session;
     }
 
     /// <summary>The launcher (the AppHost allows arbitrary commands in its local profile) runs a process tree.</summary>
-    public static async Task<Launcher.V1.Instance> AssertLauncherRunsAnAgentAsync(string grpcUrl)
+    public static async Task<Launcher.V1.Instance> AssertLauncherRunsAnAgentAsync(string grpcUrl, string token)
     {
-        using var channel = GrpcChannel.ForAddress(grpcUrl);
+        using var channel = PlatformChannel.Create(grpcUrl, token);
         var client = new Launcher.V1.Launcher.LauncherClient(channel);
         var instance = await client.LaunchAsync(new Launcher.V1.LaunchRequest
         {
@@ -78,9 +83,9 @@ internal static class Contracts
     }
     /// <summary>Through all four services: the supervisor has the launcher start a workload, the monitor probes it,
     /// and a SIGKILL of the workload brings generation 2 in the same trace. Returns the running pid.</summary>
-    public static async Task<long> AssertSupervisorKeepsAWorkloadAliveAsync(string supervisorUrl, string monitorUrl)
+    public static async Task<long> AssertSupervisorKeepsAWorkloadAliveAsync(string supervisorUrl, string monitorUrl, string token)
     {
-        using var channel = GrpcChannel.ForAddress(supervisorUrl);
+        using var channel = PlatformChannel.Create(supervisorUrl, token);
         var supervisor = new Supervisor.V1.Supervisor.SupervisorClient(channel);
         var workload = await supervisor.ApplyWorkloadAsync(new Supervisor.V1.ApplyWorkloadRequest
         {
@@ -93,7 +98,7 @@ internal static class Contracts
             },
         });
         Assert.Equal(Supervisor.V1.WorkloadStatus.Types.Phase.Running, workload.Status.Phase);
-        using (var monitorChannel = GrpcChannel.ForAddress(monitorUrl))
+        using (var monitorChannel = PlatformChannel.Create(monitorUrl, token))
         {
             var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(monitorChannel);
             await Eventually.ValueAsync(async () =>

@@ -39,14 +39,15 @@ public sealed class PlatformAppTests : IAsyncLifetime
     {
         var app = await StartAsync();
         var endpoints = await WaitHealthyAsync(app, Services);
+        var token = AppHostState.Read(_stateDirectory).Token;
 
         // Each service is a real gRPC server with reflection and both health paths; the four work together.
         foreach (var (name, service) in Services.Zip(["platform.registry.v1.SessionRegistry", "platform.launcher.v1.Launcher", "platform.monitor.v1.AgentMonitor", "platform.supervisor.v1.Supervisor"]))
-            await Contracts.AssertServesAsync(endpoints.Grpc(name), endpoints.Http(name), service);
-        var session = await Contracts.AssertRegistryKeepsSessionsAsync(endpoints.Grpc("registry"), _stateDirectory);
-        var agent = await Contracts.AssertLauncherRunsAnAgentAsync(endpoints.Grpc("launcher"));
+            await Contracts.AssertServesAsync(endpoints.Grpc(name), endpoints.Http(name), service, token);
+        var session = await Contracts.AssertRegistryKeepsSessionsAsync(endpoints.Grpc("registry"), _stateDirectory, token);
+        var agent = await Contracts.AssertLauncherRunsAnAgentAsync(endpoints.Grpc("launcher"), token);
         await Contracts.AssertSupervisorHealthListsItsDependenciesAsync(endpoints.Http("supervisor"));
-        await Contracts.AssertSupervisorKeepsAWorkloadAliveAsync(endpoints.Grpc("supervisor"), endpoints.Grpc("monitor"));
+        await Contracts.AssertSupervisorKeepsAWorkloadAliveAsync(endpoints.Grpc("supervisor"), endpoints.Grpc("monitor"), token);
 
         var pids = Services.ToDictionary(n => n, n => Pid(app, n));
         var state = AppHostState.Read(_stateDirectory);
@@ -59,7 +60,7 @@ public sealed class PlatformAppTests : IAsyncLifetime
             e => Restarts(e.Snapshot) == 1 && e.Snapshot.HealthStatus == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy).WaitAsync(Timeout);
         Assert.NotEqual(pids["registry"], Pid(app, "registry"));
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, await AppHostProcess.CheckHealthAsync(endpoints.Grpc("registry")));
-        using (var channel = GrpcChannel.ForAddress(endpoints.Grpc("registry")))
+        using (var channel = PlatformChannel.Create(endpoints.Grpc("registry"), token))
         {
             var kept = await new Registry.V1.SessionRegistry.SessionRegistryClient(channel).GetSessionAsync(new Registry.V1.GetSessionRequest { Id = session.Id });
             Assert.Equal(Registry.V1.Session.Types.State.Active, kept.State);
@@ -76,7 +77,7 @@ public sealed class PlatformAppTests : IAsyncLifetime
         AppHostProcess.Signal(pids["launcher"], AppHostProcess.SIGKILL);
         await app.ResourceNotifications.WaitForResourceAsync("launcher",
             e => Restarts(e.Snapshot) == 1 && e.Snapshot.HealthStatus == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy).WaitAsync(Timeout);
-        using (var channel = GrpcChannel.ForAddress(endpoints.Grpc("launcher")))
+        using (var channel = PlatformChannel.Create(endpoints.Grpc("launcher"), token))
         {
             var adopted = await new Launcher.V1.Launcher.LauncherClient(channel).GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = agent.Id });
             Assert.True(adopted.Adopted);
@@ -85,14 +86,14 @@ public sealed class PlatformAppTests : IAsyncLifetime
 
         // A restart from the dashboard keeps the launcher's agents too (its own children, which DCP's tree stop would
         // take), and is not counted as a crash.
-        var child = await Contracts.AssertLauncherRunsAnAgentAsync(endpoints.Grpc("launcher"));
+        var child = await Contracts.AssertLauncherRunsAnAgentAsync(endpoints.Grpc("launcher"), token);
         Assert.Equal(Pid(app, "launcher"), ProcessControl.ProcFs.ReadStat((int)child.Pid)!.Value.ParentPid);
         var commands = app.Services.GetRequiredService<ResourceCommandService>();
         var restart = await commands.ExecuteCommandAsync("launcher", KnownResourceCommands.RestartCommand);
         Assert.True(restart.Success, restart.Message);
         await app.ResourceNotifications.WaitForResourceHealthyAsync("launcher", WaitBehavior.WaitOnResourceUnavailable).WaitAsync(Timeout);
         Assert.NotNull(ProcessControl.ProcFs.Identify((int)agent.Pid));
-        using (var channel = GrpcChannel.ForAddress(endpoints.Grpc("launcher")))
+        using (var channel = PlatformChannel.Create(endpoints.Grpc("launcher"), token))
         {
             var adopted = await new Launcher.V1.Launcher.LauncherClient(channel).GetInstanceAsync(new Launcher.V1.GetInstanceRequest { Id = child.Id });
             Assert.True(adopted.Adopted);

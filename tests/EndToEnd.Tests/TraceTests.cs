@@ -15,6 +15,7 @@ public sealed class TraceTests : IAsyncLifetime
     private static readonly TimeSpan Timeout = PlatformAppTests.Timeout;
     private readonly string _stateDirectory = Directory.CreateTempSubdirectory("platform-e2e-").FullName;
     private readonly string _work = Directory.CreateTempSubdirectory("platform-worker-").FullName;
+    private string _token = "";
     private AppHostProcess _appHost = null!;
 
     public Task InitializeAsync()
@@ -30,8 +31,9 @@ public sealed class TraceTests : IAsyncLifetime
         var worker = Path.ChangeExtension(AppHostProcess.ProjectOutput(typeof(TraceTests).Assembly, "platform-worker"), null);
         var crash = Path.Combine(_work, "crash");
         var supervisorUrl = state["supervisor"].GrpcUrl;
+        _token = state.Token;
 
-        using (var channel = GrpcChannel.ForAddress(supervisorUrl))
+        using (var channel = PlatformChannel.Create(supervisorUrl, _token))
         {
             await new Supervisor.V1.Supervisor.SupervisorClient(channel).ApplyWorkloadAsync(new ApplyWorkloadRequest
             {
@@ -88,15 +90,15 @@ public sealed class TraceTests : IAsyncLifetime
         Assert.Contains(spans, s => s.Name == "worker.step" && s.ServiceName == "traced");
     }
 
-    private static async Task CrashAsync(string crashFile, string supervisorUrl, long next)
+    private async Task CrashAsync(string crashFile, string supervisorUrl, long next)
     {
         await File.WriteAllTextAsync(crashFile, "crash");
         await GenerationAsync(supervisorUrl, next);
     }
 
-    private static async Task<Workload> GenerationAsync(string supervisorUrl, long generation)
+    private async Task<Workload> GenerationAsync(string supervisorUrl, long generation)
     {
-        using var channel = GrpcChannel.ForAddress(supervisorUrl);
+        using var channel = PlatformChannel.Create(supervisorUrl, _token);
         var client = new Supervisor.V1.Supervisor.SupervisorClient(channel);
         return await Eventually.ValueAsync(async () =>
             {

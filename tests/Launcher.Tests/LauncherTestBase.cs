@@ -30,10 +30,19 @@ public abstract class LauncherTestBase : IAsyncLifetime
     {
     }
 
+    /// <summary>Headers of the clean-up calls (a bearer token where authentication is on).</summary>
+    protected virtual Metadata? CleanupHeaders => null;
+
+    /// <summary>Configuration of one test class (set before the launcher is added).</summary>
+    protected virtual void Configure(Microsoft.Extensions.Configuration.IConfiguration configuration)
+    {
+    }
+
     public virtual async Task InitializeAsync()
     {
         Host = await InProcessService.StartAsync(DataDirectory, builder =>
         {
+            Configure(builder.Configuration);
             builder.AddLauncher();
             builder.Services.Configure<LauncherOptions>(o =>
             {
@@ -49,8 +58,8 @@ public abstract class LauncherTestBase : IAsyncLifetime
     public virtual async Task DisposeAsync()
     {
         // Leave nothing running: stop every instance the test started.
-        foreach (var instance in (await Client.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000 })).Instances)
-            await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id, Grace = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.Zero) });
+        foreach (var instance in (await Client.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000 }, CleanupHeaders)).Instances)
+            await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id, Grace = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.Zero) }, CleanupHeaders);
         await Host.DisposeAsync();
         try { Directory.Delete(DataDirectory, recursive: true); } catch (IOException) { }
     }

@@ -20,8 +20,11 @@ public sealed record ResourceInfo(string Name, string State, string Health, int?
 }
 
 /// <summary>apphost.json.</summary>
-public sealed record AppHostState(int Pid, IReadOnlyList<ResourceInfo> Resources, string? Dashboard = null, int? DashboardPid = null)
+public sealed record AppHostState(int Pid, IReadOnlyList<ResourceInfo> Resources, string? Dashboard = null, int? DashboardPid = null, string Token = "")
 {
+    /// <summary>A channel to a resource's gRPC endpoint that carries the run's bearer token.</summary>
+    public Grpc.Net.Client.GrpcChannel Channel(string resource) => PlatformChannel.Create(this[resource].GrpcUrl, Token);
+
     public ResourceInfo this[string name] => Resources.Single(r => r.Name == name);
 
     /// <summary>The apphost.json of a state directory; throws when there is none.</summary>
@@ -45,7 +48,8 @@ public sealed record AppHostState(int Pid, IReadOnlyList<ResourceInfo> Resources
             r.GetProperty("endpoints").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!))).ToList();
         return new AppHostState(root.GetProperty("pid").GetInt32(), resources,
             root.TryGetProperty("dashboard", out var dashboard) ? dashboard.GetString() : null,
-            root.TryGetProperty("dashboardPid", out var dashboardPid) && dashboardPid.ValueKind == JsonValueKind.Number ? dashboardPid.GetInt32() : null);
+            root.TryGetProperty("dashboardPid", out var dashboardPid) && dashboardPid.ValueKind == JsonValueKind.Number ? dashboardPid.GetInt32() : null,
+            root.TryGetProperty("token", out var token) ? token.GetString() ?? "" : "");
     }
 
     public bool AllUp => Resources.Count > 0 && Resources.All(r => r.IsUp);
