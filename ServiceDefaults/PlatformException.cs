@@ -96,12 +96,30 @@ public sealed class PlatformException : Exception
     };
 
     /// <summary>The gRPC status this failure is answered with.</summary>
+    /// <summary>
+    /// The status, clipped to what fits in HTTP/2 trailers: a message or a detail that echoes a huge input (a 70,000
+    /// character id, a thousand bad labels) would make the trailers exceed the client's 64 KiB header limit, and the
+    /// caller would see UNAVAILABLE instead of the reason.
+    /// </summary>
     public RpcException ToRpcException()
     {
-        var status = new Google.Rpc.Status { Code = (int)StatusCode, Message = Message };
+        var status = new Google.Rpc.Status { Code = (int)StatusCode, Message = Clip(Message, 1000) };
         if (Kind == ErrorKind.Invalid && Violations.Any(v => v.Field.Length > 0))
-            status.Details.Add(Google.Protobuf.WellKnownTypes.Any.Pack(new BadRequest { FieldViolations = { Violations } }));
-        if (Resource is not null) status.Details.Add(Google.Protobuf.WellKnownTypes.Any.Pack(Resource));
+        {
+            var request = new BadRequest();
+            foreach (var v in Violations.Take(10))
+                request.FieldViolations.Add(new BadRequest.Types.FieldViolation { Field = Clip(v.Field, 100), Description = Clip(v.Description, 200) });
+            status.Details.Add(Google.Protobuf.WellKnownTypes.Any.Pack(request));
+        }
+        if (Resource is not null)
+            status.Details.Add(Google.Protobuf.WellKnownTypes.Any.Pack(new ResourceInfo { ResourceType = Resource.ResourceType, ResourceName = Clip(Resource.ResourceName, 200) }));
         return status.ToRpcException();
+    }
+
+    private static string Clip(string text, int length)
+    {
+        if (text.Length <= length) return text;
+        if (char.IsHighSurrogate(text[length - 1])) length--; // never half a character
+        return $"{text[..length]}... ({text.Length - length} more characters)";
     }
 }

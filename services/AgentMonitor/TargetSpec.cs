@@ -133,6 +133,11 @@ public static class TargetValidation
             v.Add(field, "must be positive");
             return fallback;
         }
+        if (!Durations.IsValid(value))
+        {
+            v.Add(field, Durations.NotADuration);
+            return fallback;
+        }
         var span = value.ToTimeSpan();
         if (span > max) v.Add(field, $"must be at most {max}");
         return span;

@@ -72,7 +72,8 @@ public static partial class LaunchValidation
         if (request.Labels.Count > LaunchLimits.Labels) v.Add("labels", $"must have at most {LaunchLimits.Labels} entries");
         if (request.RequestId.Length > LaunchLimits.RequestIdLength) v.Add("request_id", $"must be at most {LaunchLimits.RequestIdLength} characters");
         var grace = options.DefaultStopGrace;
-        if (request.StopGrace is { } g)
+        if (request.StopGrace is { } invalid && !Durations.IsValid(invalid)) v.Add("stop_grace", Durations.NotADuration);
+        else if (request.StopGrace is { } g)
         {
             grace = g.ToTimeSpan();
             if (grace < TimeSpan.Zero || grace > LaunchLimits.MaxStopGrace) v.Add("stop_grace", $"must be between 0 and {LaunchLimits.MaxStopGrace.TotalMinutes:0} minutes");

@@ -24,6 +24,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
         TimeSpan? grace = null;
         if (request.Grace is { } g)
         {
+            if (!Durations.IsValid(g)) throw PlatformException.Invalid("grace", Durations.NotADuration);
             grace = g.ToTimeSpan();
             if (grace < TimeSpan.Zero || grace > LaunchLimits.MaxStopGrace)
                 throw PlatformException.Invalid("grace", $"must be between 0 and {LaunchLimits.MaxStopGrace.TotalMinutes:0} minutes");

@@ -86,7 +86,7 @@ public static partial class Validation
 
     private static void Ttl(Violations v, Duration ttl, RegistryOptions options)
     {
-        if (ttl.Nanos < 0 || ttl.Seconds < 0 || ttl.Nanos >= 1_000_000_000)
+        if (ttl.Nanos < 0 || ttl.Seconds < 0 || !Durations.IsValid(ttl))
         {
             v.Add("ttl", "must be a valid positive duration");
             return;

@@ -73,6 +73,11 @@ public static partial class WorkloadValidation
             v.Add(field, "must not be negative");
             return null;
         }
+        if (!Durations.IsValid(d))
+        {
+            v.Add(field, Durations.NotADuration);
+            return null;
+        }
         var span = d.ToTimeSpan();
         if (span > MaxDuration) v.Add(field, $"must be at most {MaxDuration.TotalDays:0} days");
         return span;
@@ -82,6 +87,7 @@ public static partial class WorkloadValidation
     {
         if (d is null) return;
         if (d.Seconds < 0 || d.Nanos < 0 || (d.Seconds == 0 && d.Nanos == 0)) v.Add(field, "must be positive");
+        else if (!Durations.IsValid(d)) v.Add(field, Durations.NotADuration);
         else if (d.ToTimeSpan() > MaxDuration) v.Add(field, $"must be at most {MaxDuration.TotalDays:0} days");
     }
 

@@ -99,7 +99,7 @@ public abstract class SupervisorTestBase : IAsyncLifetime
         _supervisorChannel?.Dispose();
         if (LauncherHost is not null)
         {
-            foreach (var i in (await LauncherClient.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running })).Instances)
+            foreach (var i in (await LauncherClient.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000 })).Instances)
                 await LauncherClient.StopInstanceAsync(new StopInstanceRequest { Id = i.Id, Grace = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.Zero) });
             await LauncherHost.DisposeAsync();
         }
