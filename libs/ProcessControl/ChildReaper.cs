@@ -119,7 +119,21 @@ public sealed unsafe class ChildReaper : IDisposable
     /// <summary>Raised (on the reaper thread) for every reaped process, ours or an adopted orphan.</summary>
     public event Action<int, ExitStatus>? Reaped;
 
-    public SpawnedProcess Spawn(SpawnRequest request)
+    public SpawnedProcess Spawn(SpawnRequest request) => Start(request, hold: false).Process;
+
+    /// <summary>
+    /// Starts the child in its cgroup (<see cref="SpawnRequest.Cgroup"/> is required) but holds it at the gate, before
+    /// the program's first instruction: <see cref="HeldProcess.Release"/> lets it run, at once, later. Moving a process
+    /// into a cgroup can wait for an RCU grace period (several ms after an idle spell); a held process has paid it.
+    /// </summary>
+    public HeldProcess SpawnHeld(SpawnRequest request)
+    {
+        if (request.Cgroup is null) throw new ArgumentException("a held process needs a cgroup", nameof(request));
+        var (process, gate) = Start(request, hold: true);
+        return new HeldProcess(process, gate);
+    }
+
+    private (SpawnedProcess Process, int Gate) Start(SpawnRequest request, bool hold)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var executable = Resolve(request.Executable, request.Environment);
@@ -212,10 +226,16 @@ public sealed unsafe class ChildReaper : IDisposable
                 else _waiters[pid] = tcs;
             }
             _childAdded.Set();
-            if (request.Cgroup is { } cgroup) OpenGate(pid, cgroup, gate);
+            var held = -1;
+            if (request.Cgroup is { } cgroup)
+            {
+                Place(pid, cgroup, gate);
+                if (hold) (held, gate[1]) = (gate[1], -1); // the caller's now
+                else Release(pid, gate[1]);
+            }
 
             var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
-            return new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe), WriteEnd(stdinPipe));
+            return (new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe), WriteEnd(stdinPipe)), held);
         }
         catch
         {
@@ -249,8 +269,8 @@ public sealed unsafe class ChildReaper : IDisposable
     private static string GateScript(bool keepPwd) =>
         (keepPwd ? "" : "unset PWD; ") + "IFS= read -r _ <&3 || exit 125; exec 3<&-; exec \"$0\" \"$@\"";
 
-    /// <summary>Moves the gated child into its cgroup, then lets it run; if it cannot be moved, it is killed unrun.</summary>
-    private static void OpenGate(int pid, string cgroup, int[] gate)
+    /// <summary>Moves the gated child into its cgroup; if it cannot be moved, it is killed unrun.</summary>
+    private static void Place(int pid, string cgroup, int[] gate)
     {
         Native.close(gate[0]);
         gate[0] = -1;
@@ -263,8 +283,13 @@ public sealed unsafe class ChildReaper : IDisposable
             Native.kill(pid, Native.SIGKILL);
             throw new SpawnException(5 /* EIO */, $"cannot place the new process in cgroup {cgroup}: {e.Message}");
         }
+    }
+
+    /// <summary>Opens the gate: the child execs its program.</summary>
+    internal static void Release(int pid, int gate)
+    {
         var line = (byte)'\n';
-        if (Native.write(gate[1], &line, 1) != 1)
+        if (Native.write(gate, &line, 1) != 1)
         {
             var errno = Marshal.GetLastPInvokeError();
             Native.kill(pid, Native.SIGKILL);
@@ -404,4 +429,43 @@ public sealed unsafe class ChildReaper : IDisposable
             _waiters.Clear();
         }
     }
+}
+
+/// <summary>A child held at its gate, in its cgroup, before its program runs (<see cref="ChildReaper.SpawnHeld"/>).
+/// Released once, or aborted (killed unrun); if its holder dies, the gate sees end-of-file and the child exits.</summary>
+public sealed class HeldProcess(SpawnedProcess process, int gate) : IDisposable
+{
+    private int _gate = gate;
+
+    public ProcessIdentity Identity => process.Identity;
+
+    /// <summary>Lets the program run (under the pid it already has) and returns it.</summary>
+    public SpawnedProcess Release()
+    {
+        var fd = Interlocked.Exchange(ref _gate, -1);
+        if (fd < 0) throw new InvalidOperationException("the process was released or aborted already");
+        try
+        {
+            ChildReaper.Release(process.Pid, fd);
+        }
+        finally
+        {
+            Native.close(fd);
+        }
+        return process;
+    }
+
+    /// <summary>Kills it unrun; <see cref="SpawnedProcess.Exited"/> says when it is gone.</summary>
+    public Task Abort()
+    {
+        var fd = Interlocked.Exchange(ref _gate, -1);
+        if (fd >= 0)
+        {
+            ProcessTree.Signal(process.Identity, ProcessTree.SIGKILL);
+            Native.close(fd);
+        }
+        return process.Exited;
+    }
+
+    public void Dispose() => Abort();
 }

@@ -70,8 +70,9 @@ public sealed class InstanceManager(
 
     private sealed record ArmedSuccessor(ResolvedLaunch Launch, bool OnFailureOnly, PreparedOutput Output);
 
-    /// <summary>An instance id and its output directory, made ahead of the start.</summary>
-    private sealed record PreparedOutput(string Id, string Directory);
+    /// <summary>An instance id and its output directory, made ahead of the start; for an armed successor in a cgroup,
+    /// its process too, held at the gate in its cgroup (see <see cref="Hold"/>).</summary>
+    private sealed record PreparedOutput(string Id, string Directory, HeldProcess? Held = null, string? Cgroup = null);
 
     /// <summary>
     /// A new instance id and its output directory, made now; with <paramref name="files"/>, its two (empty) output
@@ -99,6 +100,12 @@ public sealed class InstanceManager(
 
     private void Discard(PreparedOutput prepared)
     {
+        if (prepared.Held is { } held)
+        {
+            // Killed unrun; its cgroup goes once it is gone.
+            var cgroup = prepared.Cgroup;
+            _ = held.Abort().ContinueWith(_ => containment.Discard(cgroup), TaskScheduler.Default);
+        }
         try
         {
             Directory.Delete(prepared.Directory, recursive: true);
@@ -200,54 +207,28 @@ public sealed class InstanceManager(
 
     private async Task<Instance> StartAsync(ResolvedLaunch launch, PreparedOutput? prepared = null, Task? exitsAfter = null)
     {
-        var (id, logDirectory) = prepared ?? PrepareOutput(files: false);
-
-        var env = new Dictionary<string, string>(launch.Environment, StringComparer.Ordinal)
-        {
-            ["PLATFORM_INSTANCE_ID"] = id,
-            ["PLATFORM_WORKLOAD"] = launch.Workload,
-            ["PLATFORM_NODE"] = _node,
-        };
-        if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
-        // The agent's own token: its registry session and nothing else (never the platform's token).
-        if (configuration[PlatformTokens.AgentTokenKey] is { Length: > 0 } agentToken) env["PLATFORM_TOKEN"] = agentToken;
-        AddTelemetry(env, launch.Workload, id);
+        var (id, logDirectory, held, heldCgroup) = prepared ?? PrepareOutput(files: false);
         // Awaited, never waited on: a pool thread blocked on a gRPC call starves the pool on a small machine. An armed
         // successor does not wait for the registry (a durable write, a few ms): its session is registered right after.
         var sessionId = RegisterBeforeStart is { } register && !launch.ArmedSuccessor ? await register(id, launch.Workload, _node, launch.Labels) : null;
-        if (sessionId is not null) env["PLATFORM_SESSION_ID"] = sessionId;
-        // The caller's trace continues in the child: under the Launch call's server span when that span is in the
-        // caller's trace, else directly under the caller's own context (as the request carried it).
-        if (Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity &&
-            (launch.TraceParent is null || launch.TraceParent.Contains(activity.TraceId.ToHexString(), StringComparison.Ordinal)))
-        {
-            env["TRACEPARENT"] = activity.Id!;
-            if ((activity.TraceStateString ?? launch.TraceState) is { } state) env["TRACESTATE"] = state;
-        }
-        else if (launch.TraceParent is not null)
-        {
-            env["TRACEPARENT"] = launch.TraceParent;
-            if (launch.TraceState is not null) env["TRACESTATE"] = launch.TraceState;
-        }
 
         SpawnedProcess process;
-        string? cgroup = null;
+        var cgroup = heldCgroup;
         try
         {
-            cgroup = containment.Prepare(id);
-            process = ChildReaper.Shared.Spawn(new SpawnRequest(launch.Executable, launch.Args, env, launch.WorkingDirectory,
-                StdioTarget.File(Path.Combine(logDirectory, "stdout.log")), StdioTarget.File(Path.Combine(logDirectory, "stderr.log")))
+            if (held is not null) process = held.Release(); // placed in its cgroup when it was armed: it runs now
+            else
             {
-                Cgroup = cgroup,
-            });
+                cgroup = containment.Prepare(id);
+                process = ChildReaper.Shared.Spawn(Spawn(launch, id, logDirectory, sessionId, cgroup));
+            }
         }
-        catch (Exception e) when (e is SpawnException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is SpawnException or IOException or UnauthorizedAccessException or InvalidOperationException)
         {
             // Nothing half-started left behind.
             Directory.Delete(logDirectory, recursive: true);
             containment.Discard(cgroup);
-            if (e is not SpawnException) throw PlatformException.Unavailable($"cannot make the instance's cgroup: {e.Message}");
-            var spawn = (SpawnException)e;
+            if (e is not SpawnException spawn) throw PlatformException.Unavailable($"cannot start the instance: {e.Message}");
             throw spawn.NotFound ? PlatformException.NotFound(e.Message)
                 : spawn.PermissionDenied ? PlatformException.PermissionDenied(e.Message)
                 : PlatformException.Conflict(e.Message);
@@ -277,6 +258,69 @@ public sealed class InstanceManager(
         Started?.Invoke(instance.Clone(), launch.SessionAttributes);
         _ = WatchExitAsync(tracked, exitsAfter);
         return instance.Clone();
+    }
+
+    /// <summary>What to spawn for a launch: its command line and the environment the platform adds.</summary>
+    private SpawnRequest Spawn(ResolvedLaunch launch, string id, string logDirectory, string? sessionId, string? cgroup)
+    {
+        var env = new Dictionary<string, string>(launch.Environment, StringComparer.Ordinal)
+        {
+            ["PLATFORM_INSTANCE_ID"] = id,
+            ["PLATFORM_WORKLOAD"] = launch.Workload,
+            ["PLATFORM_NODE"] = _node,
+        };
+        if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
+        // The agent's own token: its registry session and nothing else (never the platform's token).
+        if (configuration[PlatformTokens.AgentTokenKey] is { Length: > 0 } agentToken) env["PLATFORM_TOKEN"] = agentToken;
+        AddTelemetry(env, launch.Workload, id);
+        if (sessionId is not null) env["PLATFORM_SESSION_ID"] = sessionId;
+        // The caller's trace continues in the child: under the Launch call's server span when that span is in the
+        // caller's trace, else directly under the caller's own context (as the request carried it).
+        if (Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity &&
+            (launch.TraceParent is null || launch.TraceParent.Contains(activity.TraceId.ToHexString(), StringComparison.Ordinal)))
+        {
+            env["TRACEPARENT"] = activity.Id!;
+            if ((activity.TraceStateString ?? launch.TraceState) is { } state) env["TRACESTATE"] = state;
+        }
+        else if (launch.TraceParent is not null)
+        {
+            env["TRACEPARENT"] = launch.TraceParent;
+            if (launch.TraceState is not null) env["TRACESTATE"] = launch.TraceState;
+        }
+
+        return new SpawnRequest(launch.Executable, launch.Args, env, launch.WorkingDirectory,
+            StdioTarget.File(Path.Combine(logDirectory, "stdout.log")), StdioTarget.File(Path.Combine(logDirectory, "stderr.log")))
+        {
+            Cgroup = cgroup,
+        };
+    }
+
+    /// <summary>
+    /// Starts an armed successor's process now, in its cgroup, held at the gate: at the exit it only has to be released.
+    /// Moving a process into a cgroup waits for an RCU grace period after an idle spell (5-12 ms here), which must not
+    /// delay a restart. Without cgroups, or if the hold fails, the successor is spawned at the exit as any launch.
+    /// </summary>
+    private PreparedOutput Hold(ResolvedLaunch launch, PreparedOutput output)
+    {
+        if (!containment.UsesCgroups) return output;
+        string? cgroup = null;
+        var previous = Activity.Current;
+        Activity.Current = null; // as at the exit: the successor continues the trace it was armed with
+        try
+        {
+            cgroup = containment.Prepare(output.Id);
+            return output with { Held = ChildReaper.Shared.SpawnHeld(Spawn(launch, output.Id, output.Directory, null, cgroup)), Cgroup = cgroup };
+        }
+        catch (Exception e) when (e is SpawnException or IOException or UnauthorizedAccessException)
+        {
+            containment.Discard(cgroup);
+            logger.LogWarning("Successor {Id}: not held ready ({Error}); it is spawned at the exit", output.Id, e.Message);
+            return output;
+        }
+        finally
+        {
+            Activity.Current = previous;
+        }
     }
 
     /// <summary>Variables of the OpenTelemetry exporter the launcher itself was given, passed on to what it launches.</summary>
@@ -367,7 +411,8 @@ public sealed class InstanceManager(
     public Instance ArmSuccessor(string id, ResolvedLaunch? successor, bool onFailureOnly)
     {
         var tracked = Find(id);
-        var armed = successor is null ? null : new ArmedSuccessor(successor with { ArmedSuccessor = true }, onFailureOnly, PrepareOutput(files: true));
+        var launch = successor is null ? null : successor with { ArmedSuccessor = true };
+        var armed = launch is null ? null : new ArmedSuccessor(launch, onFailureOnly, Hold(launch, PrepareOutput(files: true)));
         ArmedSuccessor? replaced;
         lock (tracked.Lock)
         {
@@ -529,6 +574,13 @@ public sealed class InstanceManager(
 
     public void Dispose()
     {
+        // Successors held at their gates are killed unrun (nothing would release them).
+        foreach (var tracked in _instances.Values)
+            lock (tracked.Lock)
+            {
+                Discard(tracked.Successor);
+                tracked.Successor = null;
+            }
         _pidfds.Dispose();
         containment.Close();
     }

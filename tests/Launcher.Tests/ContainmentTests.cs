@@ -179,6 +179,54 @@ public sealed class ContainmentTests : ContainmentTestBase
         Assert.False(Directory.Exists(kept.Cgroup));
     }
 
+    /// <summary>Gate processes (a /bin/sh waiting on fd 3) in the launcher's cgroups, by the instance id they will run as.</summary>
+    private static Dictionary<string, int> Held()
+    {
+        var held = new Dictionary<string, int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            try
+            {
+                if (!File.ReadAllText(Path.Combine(dir, "cmdline")).Contains("IFS= read -r _ <&3", StringComparison.Ordinal)) continue;
+                var id = File.ReadAllText(Path.Combine(dir, "environ")).Split('\0').FirstOrDefault(v => v.StartsWith("PLATFORM_INSTANCE_ID=", StringComparison.Ordinal));
+                if (id is not null) held[id["PLATFORM_INSTANCE_ID=".Length..]] = pid;
+            }
+            catch (IOException)
+            {
+            }
+        }
+        return held;
+    }
+
+    [Fact]
+    public async Task An_armed_successor_waits_in_its_cgroup_before_the_exit_runs_under_that_pid_and_a_disarm_ends_it()
+    {
+        var first = await LaunchAsync("sleeper");
+        var successor = new LaunchRequest { Template = "sleeper", Workload = "held", RequestId = "held-2" };
+        var before = Held().Keys.ToHashSet();
+        await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = first.Id, Successor = successor });
+        var (heldId, heldPid) = Held().Single(h => !before.Contains(h.Key));
+        // Already in its own cgroup, not yet running its program.
+        var cgroup = Directory.GetDirectories(Path.GetDirectoryName(first.Cgroup)!).Single(d => Path.GetFileName(d) == heldId);
+        Assert.Contains(heldPid.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllLines(Path.Combine(cgroup, "cgroup.procs")));
+
+        Platform.ProcessControl.ProcessTree.Signal(Platform.ProcessControl.ProcFs.Identify((int)first.Pid)!.Value, Platform.ProcessControl.ProcessTree.SIGKILL);
+        var exited = await Eventually.ValueAsync(() => Client.GetInstanceAsync(new GetInstanceRequest { Id = first.Id }).ResponseAsync,
+            i => i.State == Instance.Types.State.Exited, Timeout, "the first instance's exit");
+        var next = await Client.GetInstanceAsync(new GetInstanceRequest { Id = exited.SuccessorId });
+        Assert.Equal((heldId, (long)heldPid, cgroup), (next.Id, next.Pid, next.Cgroup));
+        await Eventually.ValueAsync(() => Task.FromResult(File.ReadAllText($"/proc/{heldPid}/cmdline")), c => c.StartsWith("sleep", StringComparison.Ordinal) || c.Contains("/sleep", StringComparison.Ordinal),
+            Timeout, "the held process to run its program");
+
+        // Armed again, then disarmed: the held process is killed unrun and its cgroup removed.
+        await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = next.Id, Successor = new LaunchRequest { Template = "sleeper", Workload = "held", RequestId = "held-3" } });
+        var (thirdId, thirdPid) = Held().Single(h => h.Key != heldId && !before.Contains(h.Key));
+        await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = next.Id });
+        await Eventually.ValueAsync(() => Task.FromResult(Held().ContainsKey(thirdId) || Directory.Exists(Path.Combine(Path.GetDirectoryName(first.Cgroup)!, thirdId))),
+            gone => !gone, Timeout, $"held process {thirdPid} and its cgroup to go");
+    }
+
     [Fact]
     public void Health_says_the_instances_are_in_cgroups()
     {
