@@ -9,9 +9,11 @@ namespace Platform.ServiceDefaults;
 
 /// <summary>
 /// The bearer tokens of a platform (configuration <c>Platform:Token</c> and <c>Platform:AgentToken</c>; the AppHost
-/// generates both per run). With <c>Platform:Token</c> set, every gRPC call needs <c>authorization: Bearer TOKEN</c>;
-/// the agent token (what the Launcher gives every instance as <c>PLATFORM_TOKEN</c>) may only register, renew, read
-/// and end registry sessions. Without <c>Platform:Token</c> nothing is checked (a service run by hand for development).
+/// generates both per run). With <c>Platform:Token</c> set, every gRPC call needs <c>authorization: Bearer TOKEN</c>.
+/// <c>Platform:AgentToken</c> is a key, never handed out: each instance gets a token of its own,
+/// <c>agent.INSTANCE.MAC</c> (an HMAC-SHA256 of its instance id under the key), as <c>PLATFORM_TOKEN</c>, which may only
+/// register, renew, read and end that instance's own registry session. Without <c>Platform:Token</c> nothing is checked
+/// (a service run by hand for development).
 /// </summary>
 public sealed class PlatformTokens(IConfiguration configuration)
 {
@@ -21,8 +23,35 @@ public sealed class PlatformTokens(IConfiguration configuration)
     /// <summary>The full-access token, or null when authentication is off.</summary>
     public string? Token => configuration[TokenKey] is { Length: > 0 } token ? token : null;
 
-    /// <summary>The token agents get, or null.</summary>
+    /// <summary>The key of the agents' tokens, or null.</summary>
     public string? AgentToken => configuration[AgentTokenKey] is { Length: > 0 } token ? token : null;
+
+    private const string AgentPrefix = "agent.";
+
+    /// <summary>The token of instance <paramref name="instanceId"/>, or null without an agent key.</summary>
+    public string? AgentTokenFor(string instanceId) => AgentToken is { } key ? $"{AgentPrefix}{instanceId}.{Mac(key, instanceId)}" : null;
+
+    /// <summary>Whether <paramref name="given"/> is an instance's token under this key, and whose.</summary>
+    public bool TryAgent(string? given, out string instanceId)
+    {
+        instanceId = "";
+        if (AgentToken is not { } key || given is null || !given.StartsWith(AgentPrefix, StringComparison.Ordinal)) return false;
+        var dot = given.LastIndexOf('.');
+        if (dot <= AgentPrefix.Length) return false;
+        var id = given[AgentPrefix.Length..dot];
+        if (!Matches(given[(dot + 1)..], Mac(key, id))) return false;
+        instanceId = id;
+        return true;
+    }
+
+    private static string Mac(string key, string instanceId) =>
+        Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(key), Encoding.UTF8.GetBytes(instanceId)));
+
+    /// <summary>The instance an agent's call was authenticated as, or null for the platform's token (or no check).</summary>
+    public static string? AgentOf(Grpc.Core.ServerCallContext context) =>
+        context.UserState.TryGetValue(AgentUserState, out var id) ? (string)id : null;
+
+    internal const string AgentUserState = "platform.agent";
 
     /// <summary>Compares in constant time (over fixed-length hashes, so not even the length leaks).</summary>
     public static bool Matches(string? given, string expected) =>
@@ -64,9 +93,10 @@ public sealed class AuthenticationInterceptor(PlatformTokens tokens, ILogger<Aut
         var header = context.RequestHeaders.GetValue("authorization");
         var given = header is not null && header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header["Bearer ".Length..].Trim() : null;
         if (PlatformTokens.Matches(given, token)) return;
-        if (tokens.AgentToken is { } agent && PlatformTokens.Matches(given, agent))
+        if (tokens.TryAgent(given, out var instance))
         {
-            if (AgentMethods.Contains(method)) return;
+            context.UserState[PlatformTokens.AgentUserState] = instance;
+            if (AgentMethods.Contains(method)) return; // its own session only: the registry checks which
             throw new RpcException(new Status(StatusCode.PermissionDenied,
                 $"an agent's token (PLATFORM_TOKEN) may only register, renew, read and end registry sessions, not call {method}"));
         }

@@ -37,6 +37,7 @@ public sealed record ResolvedLaunch(
 public sealed class InstanceManager(
     InstanceStore store,
     Containment containment,
+    PlatformTokens tokens,
     IOptions<LauncherOptions> options,
     IConfiguration configuration,
     TimeProvider time,
@@ -271,7 +272,7 @@ public sealed class InstanceManager(
         };
         if (configuration["services:registry:grpc:0"] is { } registry) env["PLATFORM_REGISTRY_ADDRESS"] = registry;
         // The agent's own token: its registry session and nothing else (never the platform's token).
-        if (configuration[PlatformTokens.AgentTokenKey] is { Length: > 0 } agentToken) env["PLATFORM_TOKEN"] = agentToken;
+        if (tokens.AgentTokenFor(id) is { } agentToken) env["PLATFORM_TOKEN"] = agentToken;
         AddTelemetry(env, launch.Workload, id);
         if (sessionId is not null) env["PLATFORM_SESSION_ID"] = sessionId;
         // The caller's trace continues in the child: under the Launch call's server span when that span is in the

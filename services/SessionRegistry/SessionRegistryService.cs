@@ -10,15 +10,27 @@ namespace Platform.SessionRegistry;
 public sealed class SessionRegistryService(RegistryEngine engine, IOptions<RegistryOptions> options)
     : Registry.V1.SessionRegistry.SessionRegistryBase
 {
+    /// <summary>An agent's token is good for its own instance's session only.</summary>
+    private void CheckAgent(ServerCallContext context, IEnumerable<string> sessionIds)
+    {
+        if (PlatformTokens.AgentOf(context) is not { } instance) return;
+        foreach (var id in sessionIds)
+            if (engine.Get(id) is { } session && session.Instance != instance)
+                throw PlatformException.PermissionDenied($"an agent's token is good for its own instance's session only; session '{id}' belongs to another instance");
+    }
+
     public override Task<Session> RegisterSession(RegisterSessionRequest request, ServerCallContext context)
     {
         Validation.Check(request, options.Value);
+        if (PlatformTokens.AgentOf(context) is { } instance && request.Instance != instance)
+            throw PlatformException.PermissionDenied($"an agent's token registers sessions of its own instance only ('{instance}')");
         return engine.RegisterAsync(request, context.CancellationToken);
     }
 
     public override Task<HeartbeatResponse> Heartbeat(HeartbeatRequest request, ServerCallContext context)
     {
         Validation.CheckIds(request.Ids, "ids");
+        CheckAgent(context, request.Ids);
         return Task.FromResult(engine.Heartbeat(request.Ids));
     }
 
@@ -27,6 +39,7 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
         await foreach (var request in requestStream.ReadAllAsync(context.CancellationToken))
         {
             Validation.CheckIds(request.Ids, "ids");
+            CheckAgent(context, request.Ids);
             var renewed = engine.Heartbeat(request.Ids);
             await responseStream.WriteAsync(new KeepAliveResponse
             {
@@ -41,6 +54,7 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
     public override Task<Session> GetSession(GetSessionRequest request, ServerCallContext context)
     {
         Validation.CheckId(request.Id);
+        CheckAgent(context, [request.Id]);
         return Task.FromResult(engine.Get(request.Id) ?? throw PlatformException.NotFound("session", request.Id));
     }
 
@@ -72,6 +86,7 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
     {
         Validation.CheckId(request.Id);
         Validation.CheckReason(request.Reason);
+        CheckAgent(context, [request.Id]);
         return engine.EndAsync(request.Id, request.Reason, context.CancellationToken);
     }
 

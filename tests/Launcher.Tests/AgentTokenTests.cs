@@ -31,9 +31,11 @@ public sealed class AgentTokenTests : LauncherTestBase
         var environ = await Eventually.ValueAsync(() => Task.FromResult(File.Exists($"/proc/{instance.Pid}/environ") ? File.ReadAllText($"/proc/{instance.Pid}/environ") : ""),
             e => e.Contains("PLATFORM_INSTANCE_ID", StringComparison.Ordinal), Timeout, "the agent's environment after its exec");
         var variables = environ.Split('\0');
-        Assert.Contains($"PLATFORM_TOKEN={AgentToken}", variables);
-        Assert.DoesNotContain(variables, v => v.Contains(Token, StringComparison.Ordinal));
+        // Its own: bound to its instance id, not the key the launcher holds.
+        var own = Assert.Single(variables, v => v.StartsWith("PLATFORM_TOKEN=", StringComparison.Ordinal))["PLATFORM_TOKEN=".Length..];
+        Assert.StartsWith($"agent.{instance.Id}.", own, StringComparison.Ordinal);
+        Assert.DoesNotContain(variables, v => v.Contains(Token, StringComparison.Ordinal) || v.Contains(AgentToken, StringComparison.Ordinal));
 
-        await GrpcAssert.StatusAsync(StatusCode.PermissionDenied, Client.LaunchAsync(new LaunchRequest { Template = "sleeper" }, Bearer(AgentToken)).ResponseAsync);
+        await GrpcAssert.StatusAsync(StatusCode.PermissionDenied, Client.LaunchAsync(new LaunchRequest { Template = "sleeper" }, Bearer(own)).ResponseAsync);
     }
 }

@@ -73,19 +73,37 @@ public sealed class AuthenticationTests : IAsyncLifetime
         Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, (await health.CheckAsync(new Grpc.Health.V1.HealthCheckRequest())).Status);
     }
 
+    /// <summary>The token the launcher would give instance <paramref name="instance"/>.</summary>
+    private string AgentTokenOf(string instance) => _host.Services.GetRequiredService<PlatformTokens>().AgentTokenFor(instance)!;
+
     [Fact]
-    public async Task An_agents_token_keeps_its_session_and_is_denied_everything_else()
+    public async Task An_agents_token_keeps_its_own_session_and_is_denied_everything_else()
     {
         var client = Client();
-        var session = await client.RegisterSessionAsync(Session("agent"), Bearer(AgentToken));
-        await client.HeartbeatAsync(new HeartbeatRequest { Ids = { session.Id } }, Bearer(AgentToken));
-        Assert.Equal(session.Id, (await client.GetSessionAsync(new GetSessionRequest { Id = session.Id }, Bearer(AgentToken))).Id);
+        var agent = AgentTokenOf("agent");
+        Assert.StartsWith("agent.agent.", agent, StringComparison.Ordinal);
+        var session = await client.RegisterSessionAsync(Session("agent"), Bearer(agent));
+        await client.HeartbeatAsync(new HeartbeatRequest { Ids = { session.Id } }, Bearer(agent));
+        Assert.Equal(session.Id, (await client.GetSessionAsync(new GetSessionRequest { Id = session.Id }, Bearer(agent))).Id);
 
-        var denied = await Assert.ThrowsAsync<RpcException>(() => client.ListSessionsAsync(new ListSessionsRequest(), Bearer(AgentToken)).ResponseAsync);
+        var denied = await Assert.ThrowsAsync<RpcException>(() => client.ListSessionsAsync(new ListSessionsRequest(), Bearer(agent)).ResponseAsync);
         Assert.Equal(StatusCode.PermissionDenied, denied.StatusCode);
         Assert.Contains("ListSessions", denied.Status.Detail, StringComparison.Ordinal);
 
-        await client.EndSessionAsync(new EndSessionRequest { Id = session.Id }, Bearer(AgentToken));
+        // Another instance's session, or a session of another instance registered with this token: denied.
+        var other = await client.RegisterSessionAsync(Session("other"), Bearer(Token));
+        foreach (var call in new Func<Task>[]
+        {
+            () => client.EndSessionAsync(new EndSessionRequest { Id = other.Id }, Bearer(agent)).ResponseAsync,
+            () => client.HeartbeatAsync(new HeartbeatRequest { Ids = { other.Id } }, Bearer(agent)).ResponseAsync,
+            () => client.RegisterSessionAsync(Session("other"), Bearer(agent)).ResponseAsync,
+        })
+            Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(call)).StatusCode);
+        // The key itself, or a token with its instance changed, is no token at all.
+        foreach (var forged in new[] { AgentToken, agent.Replace("agent.agent.", "agent.other.", StringComparison.Ordinal) })
+            Assert.Equal(StatusCode.Unauthenticated, (await Assert.ThrowsAsync<RpcException>(() => client.GetSessionAsync(new GetSessionRequest { Id = other.Id }, Bearer(forged)).ResponseAsync)).StatusCode);
+
+        await client.EndSessionAsync(new EndSessionRequest { Id = session.Id }, Bearer(agent));
     }
 
     [Fact]
