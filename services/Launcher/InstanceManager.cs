@@ -542,12 +542,40 @@ public sealed class InstanceManager(
     private Tracked Find(string id) =>
         _instances.TryGetValue(id, out var tracked) ? tracked : throw PlatformException.NotFound("instance", id);
 
+    private int _launchesInFlight;
+
+    /// <summary>A place among the launches being started, or RESOURCE_EXHAUSTED when <paramref name="max"/> are.</summary>
+    public IDisposable EnterLaunch(int max)
+    {
+        if (Interlocked.Increment(ref _launchesInFlight) > max)
+        {
+            Interlocked.Decrement(ref _launchesInFlight);
+            throw PlatformException.Exhausted($"{max} launches are being started already (Launcher:MaxLaunchesInFlight); retry shortly");
+        }
+        return new LaunchSlot(this);
+    }
+
+    private sealed class LaunchSlot(InstanceManager manager) : IDisposable
+    {
+        private int _disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0) Interlocked.Decrement(ref manager._launchesInFlight);
+        }
+    }
+
     // ---- Events ----
 
     public ChannelReader<InstanceEvent> Subscribe(out IDisposable subscription)
     {
         var channel = Channel.CreateBounded<InstanceEvent>(new BoundedChannelOptions(_watchBuffer) { SingleReader = true });
-        lock (_subscribersLock) _subscribers.Add(channel);
+        lock (_subscribersLock)
+        {
+            if (_subscribers.Count >= options.Value.MaxWatchers)
+                throw PlatformException.Exhausted($"{_subscribers.Count} watchers are open, the most this launcher serves (Launcher:MaxWatchers); close one or retry later");
+            _subscribers.Add(channel);
+        }
         subscription = new Unsubscriber(this, channel);
         return channel.Reader;
     }

@@ -31,6 +31,13 @@ public sealed class LauncherOptions
     /// <summary>Events a WatchInstanceEvents caller may fall behind before it is cut with RESOURCE_EXHAUSTED.</summary>
     public int WatchBuffer { get; set; } = 4096;
 
+    /// <summary>WatchInstanceEvents streams open at once; one more is RESOURCE_EXHAUSTED.</summary>
+    public int MaxWatchers { get; set; } = 1000;
+
+    /// <summary>Launches being started at once (a launch waits for the registry, then spawns); one more is
+    /// RESOURCE_EXHAUSTED, to be retried.</summary>
+    public int MaxLaunchesInFlight { get; set; } = 256;
+
     /// <summary>How instances are contained: <c>auto</c> (a cgroup v2 group each where the hierarchy is writable, else
     /// the subreaper fallback), <c>cgroup</c> (required: the launcher does not start without it) or <c>subreaper</c>.</summary>
     public string Containment { get; set; } = "auto";

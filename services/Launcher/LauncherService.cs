@@ -12,12 +12,16 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
 {
     private static readonly TimeSpan FollowInterval = TimeSpan.FromMilliseconds(50);
 
-    public override Task<Instance> Launch(LaunchRequest request, ServerCallContext context) =>
-        instances.LaunchAsync(LaunchValidation.Resolve(request, options.CurrentValue) with
+    public override async Task<Instance> Launch(LaunchRequest request, ServerCallContext context)
+    {
+        var launch = LaunchValidation.Resolve(request, options.CurrentValue) with
         {
             TraceParent = context.RequestHeaders.GetValue("traceparent"),
             TraceState = context.RequestHeaders.GetValue("tracestate"),
-        });
+        };
+        using var slot = instances.EnterLaunch(options.CurrentValue.MaxLaunchesInFlight);
+        return await instances.LaunchAsync(launch);
+    }
 
     public override Task<Instance> StopInstance(StopInstanceRequest request, ServerCallContext context)
     {
