@@ -41,6 +41,7 @@ public static class Extensions
         builder.Services.ConfigureHttpClientDefaults(http => http.AddServiceDiscovery());
 
         builder.Services.AddSingleton<PlatformTokens>();
+        builder.Services.AddSingleton<WatcherLimit>();
         builder.Services.AddSingleton<AuthenticationInterceptor>(); // one instance: it warns once when authentication is off
         builder.Services.AddGrpc(options =>
         {

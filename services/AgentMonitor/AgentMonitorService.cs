@@ -7,7 +7,7 @@ using Platform.ServiceDefaults;
 namespace Platform.AgentMonitor;
 
 /// <summary>The AgentMonitor's gRPC surface (platform.monitor.v1).</summary>
-public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, IOptions<MonitorOptions> options) : Monitor.V1.AgentMonitor.AgentMonitorBase
+public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, IOptions<MonitorOptions> options, WatcherLimit watchers) : Monitor.V1.AgentMonitor.AgentMonitorBase
 {
     private const int MaxPageSize = 1000;
     private const int DefaultPageSize = 100;
@@ -106,6 +106,7 @@ public sealed class AgentMonitorService(MonitorEngine engine, TmuxServers tmux, 
 
     public override async Task WatchStatuses(WatchStatusesRequest request, IServerStreamWriter<AgentStatus> responseStream, ServerCallContext context)
     {
+        using var place = watchers.Enter(options.Value.MaxWatchers, "Monitor:MaxWatchers");
         var statuses = engine.Watch(request.TargetId, request.Workload, request.IncludeCurrent, out var subscription);
         using (subscription)
         {

@@ -5,6 +5,9 @@ public sealed class MonitorOptions
 {
     public const string Section = "Monitor";
 
+    /// <summary>Watch streams served at once; one more is RESOURCE_EXHAUSTED.</summary>
+    public int MaxWatchers { get; set; } = 1000;
+
     /// <summary>Probes in flight at once, over all targets.</summary>
     public int MaxConcurrentProbes { get; set; } = 64;
 

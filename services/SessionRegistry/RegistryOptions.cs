@@ -5,6 +5,9 @@ public sealed class RegistryOptions
 {
     public const string Section = "Registry";
 
+    /// <summary>Watch streams served at once; one more is RESOURCE_EXHAUSTED.</summary>
+    public int MaxWatchers { get; set; } = 1000;
+
     /// <summary>Directory of the SQLite store; default: PLATFORM_DATA_DIR, else ./data.</summary>
     public string? DataDirectory { get; set; }
 

@@ -7,7 +7,7 @@ using Platform.ServiceDefaults;
 namespace Platform.SessionRegistry;
 
 /// <summary>The gRPC edge of the registry: validates, calls the <see cref="RegistryEngine"/>, maps the result.</summary>
-public sealed class SessionRegistryService(RegistryEngine engine, IOptions<RegistryOptions> options)
+public sealed class SessionRegistryService(RegistryEngine engine, IOptions<RegistryOptions> options, WatcherLimit watchers)
     : Registry.V1.SessionRegistry.SessionRegistryBase
 {
     /// <summary>An agent's token is good for its own instance's session only.</summary>
@@ -93,6 +93,7 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
     public override async Task WatchSessions(WatchSessionsRequest request, IServerStreamWriter<SessionEvent> responseStream, ServerCallContext context)
     {
         if (request.FromRevision < 0) throw PlatformException.Invalid("from_revision", "must not be negative");
+        using var place = watchers.Enter(options.Value.MaxWatchers, "Registry:MaxWatchers");
         using var watcher = engine.Hub.Subscribe(request.FromRevision, request.Workload);
         // Headers first, so a client knows it is subscribed before the first change arrives.
         await context.WriteResponseHeadersAsync([]);

@@ -5,6 +5,9 @@ public sealed class SupervisorOptions
 {
     public const string Section = "Supervisor";
 
+    /// <summary>Watch streams served at once; one more is RESOURCE_EXHAUSTED.</summary>
+    public int MaxWatchers { get; set; } = 1000;
+
     /// <summary>Where supervisor.db lives; default PLATFORM_DATA_DIR, else ./data.</summary>
     public string? DataDirectory { get; set; }
 

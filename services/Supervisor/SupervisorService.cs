@@ -5,7 +5,7 @@ using Platform.Supervisor.V1;
 namespace Platform.Supervisor;
 
 /// <summary>The Supervisor's gRPC surface (platform.supervisor.v1).</summary>
-public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore store, TimeProvider time) : V1.Supervisor.SupervisorBase
+public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore store, TimeProvider time, Microsoft.Extensions.Options.IOptions<SupervisorOptions> options, WatcherLimit watchers) : V1.Supervisor.SupervisorBase
 {
     private const int MaxPageSize = 1000;
 
@@ -61,6 +61,7 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
     public override async Task WatchWorkloads(WatchWorkloadsRequest request, IServerStreamWriter<WorkloadEvent> responseStream, ServerCallContext context)
     {
         if (request.Name.Length > 0 && !WorkloadName.IsValid(request.Name)) throw PlatformException.Invalid("name", $"'{request.Name}' is not a workload name");
+        using var place = watchers.Enter(options.Value.MaxWatchers, "Supervisor:MaxWatchers");
         var events = engine.Watch(request.Name, out var subscription);
         using (subscription)
         {
