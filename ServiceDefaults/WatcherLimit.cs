@@ -1,26 +1,25 @@
-
 namespace Platform.ServiceDefaults;
 
-/// <summary>Watch streams a service serves at once (one per service, registered by AddServiceDefaults): one more than
-/// its setting allows is RESOURCE_EXHAUSTED naming the setting.</summary>
-public sealed class WatcherLimit
+/// <summary>How many of something a service does at once (watch streams, launches being started): one more than its
+/// setting allows is RESOURCE_EXHAUSTED naming the setting.</summary>
+public class ConcurrencyLimit(string what)
 {
     private int _open;
 
     public int Open => Volatile.Read(ref _open);
 
-    /// <summary>A place for one watcher, given back when disposed.</summary>
+    /// <summary>A place for one more, given back when disposed.</summary>
     public IDisposable Enter(int max, string setting)
     {
         if (Interlocked.Increment(ref _open) > max)
         {
             Interlocked.Decrement(ref _open);
-            throw PlatformException.Exhausted($"{max} watchers are open, the most this service serves ({setting}); close one or retry later");
+            throw PlatformException.Exhausted($"{max} {what} at once already, the most this service allows ({setting}); retry later");
         }
         return new Place(this);
     }
 
-    private sealed class Place(WatcherLimit limit) : IDisposable
+    private sealed class Place(ConcurrencyLimit limit) : IDisposable
     {
         private int _disposed;
 
@@ -30,3 +29,6 @@ public sealed class WatcherLimit
         }
     }
 }
+
+/// <summary>The watch streams a service serves (one per service, registered by AddServiceDefaults).</summary>
+public sealed class WatcherLimit() : ConcurrencyLimit("watchers are open");

@@ -542,28 +542,10 @@ public sealed class InstanceManager(
     private Tracked Find(string id) =>
         _instances.TryGetValue(id, out var tracked) ? tracked : throw PlatformException.NotFound("instance", id);
 
-    private int _launchesInFlight;
+    private readonly ConcurrencyLimit _launches = new("launches are being started");
 
     /// <summary>A place among the launches being started, or RESOURCE_EXHAUSTED when <paramref name="max"/> are.</summary>
-    public IDisposable EnterLaunch(int max)
-    {
-        if (Interlocked.Increment(ref _launchesInFlight) > max)
-        {
-            Interlocked.Decrement(ref _launchesInFlight);
-            throw PlatformException.Exhausted($"{max} launches are being started already (Launcher:MaxLaunchesInFlight); retry shortly");
-        }
-        return new LaunchSlot(this);
-    }
-
-    private sealed class LaunchSlot(InstanceManager manager) : IDisposable
-    {
-        private int _disposed;
-
-        public void Dispose()
-        {
-            if (Interlocked.Exchange(ref _disposed, 1) == 0) Interlocked.Decrement(ref manager._launchesInFlight);
-        }
-    }
+    public IDisposable EnterLaunch(int max) => _launches.Enter(max, "Launcher:MaxLaunchesInFlight");
 
     // ---- Events ----
 

@@ -25,19 +25,7 @@ public sealed class LimitsTests : LauncherTestBase
         }
 
         first.Dispose(); // its place is freed once the server sees the stream end
-        await Eventually.ValueAsync(async () =>
-        {
-            using var again = Client.WatchInstanceEvents(new WatchInstanceEventsRequest(), deadline: DateTime.UtcNow.AddMilliseconds(200));
-            try
-            {
-                await again.ResponseStream.MoveNext(CancellationToken.None);
-                return StatusCode.OK;
-            }
-            catch (RpcException e)
-            {
-                return e.StatusCode;
-            }
-        }, s => s == StatusCode.DeadlineExceeded, Timeout, "a watcher to be served again (it waits for events until its deadline)");
+        await StreamProbe.ServedAgainAsync(d => Client.WatchInstanceEvents(new WatchInstanceEventsRequest(), deadline: d), Timeout);
     }
 }
 

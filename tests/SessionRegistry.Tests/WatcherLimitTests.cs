@@ -22,18 +22,6 @@ public sealed class WatcherLimitTests : RegistryTestBase
         }
 
         first.Dispose();
-        await Eventually.ValueAsync(async () =>
-        {
-            using var again = Client.WatchSessions(new WatchSessionsRequest(), deadline: DateTime.UtcNow.AddMilliseconds(200));
-            try
-            {
-                await again.ResponseStream.MoveNext(CancellationToken.None);
-                return StatusCode.OK;
-            }
-            catch (RpcException e)
-            {
-                return e.StatusCode;
-            }
-        }, s => s == StatusCode.DeadlineExceeded, Timeout, "a watcher to be served again (it waits for events until its deadline)");
+        await StreamProbe.ServedAgainAsync(d => Client.WatchSessions(new WatchSessionsRequest(), deadline: d), Timeout);
     }
 }
