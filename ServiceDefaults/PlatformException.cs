@@ -95,9 +95,8 @@ public sealed class PlatformException : Exception
         _ => StatusCode.Unavailable,
     };
 
-    /// <summary>The gRPC status this failure is answered with.</summary>
     /// <summary>
-    /// The status, clipped to what fits in HTTP/2 trailers: a message or a detail that echoes a huge input (a 70,000
+    /// The gRPC status this failure is answered with, clipped to what fits in HTTP/2 trailers: a message or a detail that echoes a huge input (a 70,000
     /// character id, a thousand bad labels) would make the trailers exceed the client's 64 KiB header limit, and the
     /// caller would see UNAVAILABLE instead of the reason.
     /// </summary>

@@ -6,8 +6,6 @@ public class ConcurrencyLimit(string what)
 {
     private int _open;
 
-    public int Open => Volatile.Read(ref _open);
-
     /// <summary>A place for one more, given back when disposed.</summary>
     public IDisposable Enter(int max, string setting)
     {

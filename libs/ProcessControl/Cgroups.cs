@@ -78,16 +78,8 @@ public sealed class CgroupTree
     private static string Unescape(string field) =>
         System.Text.RegularExpressions.Regex.Replace(field, @"\\([0-7]{3})", m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString());
 
-    /// <summary>The cgroup of instance <paramref name="id"/> (not created).</summary>
-    public string PathOf(string id) => Path.Combine(Root, id);
-
     /// <summary>Creates the cgroup of instance <paramref name="id"/> and returns its path.</summary>
-    public string Create(string id)
-    {
-        var path = PathOf(id);
-        Directory.CreateDirectory(path);
-        return path;
-    }
+    public string Create(string id) => Directory.CreateDirectory(Path.Combine(Root, id)).FullName;
 
     /// <summary>Removes the subtree's directory if nothing is left in it.</summary>
     public void TryRemove() => Cgroup.Remove(Root);
@@ -136,7 +128,7 @@ public static class Cgroup
     /// meanwhile, and waits up to <paramref name="timeout"/> until none is left; true when none is.</summary>
     public static async Task<bool> KillAsync(string cgroup, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        if (!Directory.Exists(cgroup)) return true;
+        if (!IsPopulated(cgroup)) return true; // the common case at an exit: nothing left, nothing to write
         try
         {
             File.WriteAllText(Path.Combine(cgroup, "cgroup.kill"), "1");

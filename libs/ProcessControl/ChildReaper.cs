@@ -433,11 +433,9 @@ public sealed unsafe class ChildReaper : IDisposable
 
 /// <summary>A child held at its gate, in its cgroup, before its program runs (<see cref="ChildReaper.SpawnHeld"/>).
 /// Released once, or aborted (killed unrun); if its holder dies, the gate sees end-of-file and the child exits.</summary>
-public sealed class HeldProcess(SpawnedProcess process, int gate) : IDisposable
+public sealed class HeldProcess(SpawnedProcess process, int gate)
 {
     private int _gate = gate;
-
-    public ProcessIdentity Identity => process.Identity;
 
     /// <summary>Lets the program run (under the pid it already has) and returns it.</summary>
     public SpawnedProcess Release()
@@ -466,6 +464,4 @@ public sealed class HeldProcess(SpawnedProcess process, int gate) : IDisposable
         }
         return process.Exited;
     }
-
-    public void Dispose() => Abort();
 }

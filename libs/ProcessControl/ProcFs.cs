@@ -99,9 +99,8 @@ public static class ProcFs
     public static Dictionary<int, ProcStat> All()
     {
         var all = new Dictionary<int, ProcStat>();
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        foreach (var pid in Pids())
         {
-            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)) continue;
             if (ReadStat(pid) is { IsZombie: false } stat) all[pid] = stat;
         }
         return all;
@@ -169,19 +168,25 @@ public static class ProcFs
         return result;
     }
 
+    /// <summary>The pids in /proc.</summary>
+    private static IEnumerable<int> Pids()
+    {
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            if (int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)) yield return pid;
+    }
+
     /// <summary>The live processes whose environment holds <paramref name="name"/>=<paramref name="value"/>
     /// (/proc/PID/environ: the environment they were started with, so a process that clears it is not found).</summary>
     public static List<ProcessIdentity> WithEnvironment(string name, string value)
     {
         var entry = System.Text.Encoding.UTF8.GetBytes($"\0{name}={value}\0");
         var found = new List<ProcessIdentity>();
-        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        foreach (var pid in Pids())
         {
-            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)) continue;
             byte[] environ;
             try
             {
-                environ = File.ReadAllBytes(Path.Combine(dir, "environ"));
+                environ = File.ReadAllBytes($"/proc/{pid}/environ");
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {

@@ -552,12 +552,7 @@ public sealed class InstanceManager(
     public ChannelReader<InstanceEvent> Subscribe(out IDisposable subscription)
     {
         var channel = Channel.CreateBounded<InstanceEvent>(new BoundedChannelOptions(_watchBuffer) { SingleReader = true });
-        lock (_subscribersLock)
-        {
-            if (_subscribers.Count >= options.Value.MaxWatchers)
-                throw PlatformException.Exhausted($"{_subscribers.Count} watchers are open, the most this launcher serves (Launcher:MaxWatchers); close one or retry later");
-            _subscribers.Add(channel);
-        }
+        lock (_subscribersLock) _subscribers.Add(channel);
         subscription = new Unsubscriber(this, channel);
         return channel.Reader;
     }

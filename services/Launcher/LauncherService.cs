@@ -8,7 +8,7 @@ using Platform.ServiceDefaults;
 namespace Platform.Launcher;
 
 /// <summary>The gRPC edge of the launcher: validates, calls the <see cref="InstanceManager"/>, maps the result.</summary>
-public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<LauncherOptions> options) : V1.Launcher.LauncherBase
+public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<LauncherOptions> options, WatcherLimit watchers) : V1.Launcher.LauncherBase
 {
     private static readonly TimeSpan FollowInterval = TimeSpan.FromMilliseconds(50);
 
@@ -66,6 +66,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
 
     public override async Task WatchInstanceEvents(WatchInstanceEventsRequest request, IServerStreamWriter<InstanceEvent> responseStream, ServerCallContext context)
     {
+        using var place = watchers.Enter(options.CurrentValue.MaxWatchers, "Launcher:MaxWatchers");
         var events = instances.Subscribe(out var subscription);
         using (subscription)
         {

@@ -2,6 +2,7 @@ using Grpc.Core;
 using Platform.Launcher.V1;
 using Platform.ServiceDefaults;
 using Platform.Testing;
+using static Platform.Testing.PlatformChannel;
 
 namespace Platform.Launcher.Tests;
 
@@ -17,8 +18,6 @@ public sealed class AgentTokenTests : LauncherTestBase
         configuration[PlatformTokens.TokenKey] = Token;
         configuration[PlatformTokens.AgentTokenKey] = AgentToken;
     }
-
-    private static Metadata Bearer(string token) => new() { { "authorization", $"Bearer {token}" } };
 
     protected override Metadata CleanupHeaders => Bearer(Token);
 

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Hosting;
 using Platform.Registry.V1;
 using Platform.ServiceDefaults;
 using Platform.Testing;
+using static Platform.Testing.PlatformChannel;
 
 namespace Platform.SessionRegistry.Tests;
 
@@ -36,8 +37,6 @@ public sealed class AuthenticationTests : IAsyncLifetime
     }
 
     private Registry.V1.SessionRegistry.SessionRegistryClient Client() => new(_host.NewChannel());
-
-    private static Metadata Bearer(string token) => new() { { "authorization", $"Bearer {token}" } };
 
     private static RegisterSessionRequest Session(string instance) => new() { Workload = "auth", Instance = instance, Node = "n" };
 

@@ -6,6 +6,9 @@ namespace Platform.Testing;
 /// <summary>gRPC channels to platform services that send a bearer token (cleartext HTTP/2 on loopback).</summary>
 public static class PlatformChannel
 {
+    /// <summary>The headers of one call with <c>authorization: Bearer <paramref name="token"/></c>.</summary>
+    public static Metadata Bearer(string token) => new() { { "authorization", $"Bearer {token}" } };
+
     /// <summary>A channel whose every call carries <c>authorization: Bearer <paramref name="token"/></c> (none when empty).</summary>
     public static GrpcChannel Create(string address, string token)
     {
