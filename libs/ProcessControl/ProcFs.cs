@@ -169,7 +169,7 @@ public static class ProcFs
     }
 
     /// <summary>The pids in /proc.</summary>
-    private static IEnumerable<int> Pids()
+    public static IEnumerable<int> Pids()
     {
         foreach (var dir in Directory.EnumerateDirectories("/proc"))
             if (int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)) yield return pid;

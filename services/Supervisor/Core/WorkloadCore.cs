@@ -209,7 +209,7 @@ public static partial class WorkloadCore
         /// <summary>A line of history, stored with the next <see cref="Save"/> in the same transaction.</summary>
         private void History(long generation, string what, string detail) => _history.Add(new HistoryLine(generation, _now, what, detail));
 
-        /// <summary>Stores the workload (the executor stamps the store's next revision on it) and publishes a change of phase.</summary>
+        /// <summary>Stores the workload (the executor stamps the store's next revision on it) and publishes the change.</summary>
         private void Save(Phase phase, string message)
         {
             if (_deleted) return;
@@ -224,7 +224,9 @@ public static partial class WorkloadCore
             _snapshot = _w.Clone();
             Actions.Add(new WorkloadAction.Persist(new WorkloadRecord(_snapshot, _tracker.State, _initial.Lifecycle, _previousAttempt), [.. _history]));
             _history.Clear();
-            if (phase != previous) Actions.Add(new WorkloadAction.Publish(_snapshot, previous, message));
+            // Every stored change reaches the watchers (a restart through an armed successor stays RUNNING), so a
+            // watcher that re-lists after a break and then follows the stream misses no revision.
+            Actions.Add(new WorkloadAction.Publish(_snapshot, previous, message));
         }
 
         private string? _traceId;
