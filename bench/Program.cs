@@ -7,6 +7,7 @@ var scenarios = new Dictionary<string, Func<string[], Task<int>>>
     ["launcher"] = LauncherBench.RunAsync,
     ["monitor"] = MonitorBench.RunAsync,
     ["supervisor"] = SupervisorBench.RunAsync,
+    ["reliability"] = ReliabilityBench.RunAsync,
 };
 
 if (args.Length == 0 || !scenarios.TryGetValue(args[0], out var scenario))

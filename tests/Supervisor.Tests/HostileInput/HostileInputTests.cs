@@ -4,23 +4,19 @@ using Grpc.Core;
 using Grpc.Net.Client;
 using Platform.Launcher.V1;
 using Platform.Supervisor.V1;
+using Platform.Testing.HostileInput;
 
 namespace Platform.Supervisor.Tests.HostileInput;
 
 /// <summary>
 /// Every RPC of the four services, each its real server on loopback, sent random and boundary messages
-/// (<see cref="RandomMessages"/>) as raw bytes: the answer is always a proper status (never INTERNAL, UNKNOWN or
+/// (Platform.Testing's RandomMessages) as raw bytes: the answer is always a proper status (never INTERNAL, UNKNOWN or
 /// DATA_LOSS, which would mean a handler threw something nobody mapped, nor UNAVAILABLE from a service that is up), a
 /// rejected launch starts no process and
 /// leaves no directory, a rejected workload is not stored, and every service is still serving afterwards.
 /// </summary>
 public sealed class HostileInputTests : SupervisorTestBase
 {
-    private static readonly Marshaller<byte[]> Raw = Marshallers.Create(b => b, b => b);
-    /// <summary>A handler that threw what nobody mapped, or (all four services being up) an answer that did not reach the
-    /// caller, as when an error echoed a huge input into trailers over the client's 64 KiB header limit.</summary>
-    private static readonly StatusCode[] Improper = [StatusCode.Internal, StatusCode.Unknown, StatusCode.DataLoss, StatusCode.Unavailable];
-
     [Fact]
     public async Task Every_rpc_answers_random_and_boundary_messages_with_a_proper_status_and_does_nothing_for_a_rejected_one()
     {
@@ -39,7 +35,7 @@ public sealed class HostileInputTests : SupervisorTestBase
             var invoker = channel.CreateCallInvoker();
             foreach (var method in service.Methods)
             {
-                var streaming = method.IsClientStreaming || method.IsServerStreaming;
+                var streaming = RawCalls.IsStreaming(method);
                 var statuses = new Dictionary<StatusCode, int>();
                 await RandomMessages.Of(method.InputType).SampleAsync(async request =>
                 {
@@ -48,10 +44,10 @@ public sealed class HostileInputTests : SupervisorTestBase
                     var before = launch ? (await InstancesAsync(), Directory.Exists(outputs) ? Directory.GetDirectories(outputs).Length : 0) : default;
                     var workloads = apply ? await WorkloadsAsync() : 0;
 
-                    var (status, detail) = await CallAsync(invoker, service, method, request, streaming);
+                    var (status, detail) = await RawCalls.CallAsync(invoker, service, method, request);
 
                     lock (statuses) statuses[status] = statuses.GetValueOrDefault(status) + 1;
-                    Assert.False(Improper.Contains(status), $"{service.FullName}/{method.Name} answered {status}: {detail}");
+                    Assert.False(RawCalls.Improper.Contains(status), $"{service.FullName}/{method.Name} answered {status}: {detail}");
                     if (launch && status != StatusCode.OK)
                         Assert.Equal(before, (await InstancesAsync(), Directory.Exists(outputs) ? Directory.GetDirectories(outputs).Length : 0));
                     if (apply && status != StatusCode.OK) Assert.Equal(workloads, await WorkloadsAsync());
@@ -75,52 +71,4 @@ public sealed class HostileInputTests : SupervisorTestBase
 
     private async Task<int> WorkloadsAsync() =>
         (await Client.ListWorkloadsAsync(new ListWorkloadsRequest { PageSize = 1000 })).Workloads.Count;
-
-    /// <summary>One call with raw bytes; a stream is read (or written) once, with a short deadline: a valid watch waits.</summary>
-    private static async Task<(StatusCode, string)> CallAsync(CallInvoker invoker, ServiceDescriptor service, MethodDescriptor method, byte[] request, bool streaming)
-    {
-        var type = (method.IsClientStreaming, method.IsServerStreaming) switch
-        {
-            (false, false) => MethodType.Unary,
-            (false, true) => MethodType.ServerStreaming,
-            (true, false) => MethodType.ClientStreaming,
-            _ => MethodType.DuplexStreaming,
-        };
-        var call = new Method<byte[], byte[]>(type, service.FullName, method.Name, Raw, Raw);
-        var options = new CallOptions(deadline: DateTime.UtcNow + (streaming ? TimeSpan.FromMilliseconds(300) : TimeSpan.FromSeconds(10)));
-        try
-        {
-            switch (type)
-            {
-                case MethodType.Unary:
-                    await invoker.AsyncUnaryCall(call, null, options, request).ResponseAsync;
-                    break;
-                case MethodType.ServerStreaming:
-                    using (var stream = invoker.AsyncServerStreamingCall(call, null, options, request))
-                        await stream.ResponseStream.MoveNext(CancellationToken.None);
-                    break;
-                case MethodType.ClientStreaming:
-                    using (var stream = invoker.AsyncClientStreamingCall(call, null, options))
-                    {
-                        await stream.RequestStream.WriteAsync(request);
-                        await stream.RequestStream.CompleteAsync();
-                        await stream.ResponseAsync;
-                    }
-                    break;
-                default:
-                    using (var stream = invoker.AsyncDuplexStreamingCall(call, null, options))
-                    {
-                        await stream.RequestStream.WriteAsync(request);
-                        await stream.RequestStream.CompleteAsync();
-                        await stream.ResponseStream.MoveNext(CancellationToken.None);
-                    }
-                    break;
-            }
-            return (StatusCode.OK, "");
-        }
-        catch (RpcException e)
-        {
-            return (e.StatusCode, e.Status.Detail);
-        }
-    }
 }

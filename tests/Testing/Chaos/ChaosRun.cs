@@ -181,7 +181,7 @@ public sealed class ChaosRun(AppHostProcess host, ChaosOptions options, Action<s
                 var took = await KillAsync(service);
                 if (!_report.Kills.TryGetValue(service, out var list)) _report.Kills[service] = list = [];
                 list.Add(took.TotalMilliseconds);
-                log($"round {round}: {service} SIGKILLed, serving again after {took.TotalMilliseconds:0} ms");
+                log($"{DateTime.UtcNow:HH:mm:ss.fff} round {round}: {service} SIGKILLed, serving again after {took.TotalMilliseconds:0} ms");
                 await Task.Delay(options.Between);
             }
         }
@@ -225,10 +225,31 @@ public sealed class ChaosRun(AppHostProcess host, ChaosOptions options, Action<s
         await keeper;
 
         // Everything deleted, then the AppHost stopped: nothing of the workloads may be left.
-        foreach (var name in _workloads) await supervisor.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = name });
+        var before = (await supervisor.ListWorkloadsAsync(new ListWorkloadsRequest { PageSize = 1000 })).Workloads.ToDictionary(w => w.Name);
+        // Every workload of the run, not only the acknowledged ones: an apply cancelled in flight when the faults ended
+        // may have been stored all the same.
+        foreach (var name in before.Keys.Where(n => n.StartsWith(Prefix, StringComparison.Ordinal)))
+            await supervisor.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = name });
         await WaitAsync(() => sampler.Scan().Count == 0, TimeSpan.FromSeconds(30));
         foreach (var (workload, processes) in sampler.Scan())
-            _report.Orphans.AddRange(processes.Select(p => $"{p.Pid} of {workload} ({p.Instance}) after its deletion"));
+        {
+            foreach (var p in processes)
+            {
+                // What the supervisor had for the workload and what the launcher says of the orphan's instance.
+                var had = before.TryGetValue(workload, out var w) ? $"{w.Status.Phase} generation {w.Status.Generation} instance {w.Status.InstanceId}" : "nothing";
+                string launcherSays;
+                try
+                {
+                    var instance = await launcher.GetInstanceAsync(new GetInstanceRequest { Id = p.Instance });
+                    launcherSays = $"{instance.State}, pid {instance.Pid}, labels {instance.Labels}, adopted {instance.Adopted}";
+                }
+                catch (RpcException e)
+                {
+                    launcherSays = e.Status.Detail;
+                }
+                _report.Orphans.Add($"{p.Pid} of {workload} ({p.Instance}) after its deletion; the supervisor had {had}; the launcher: {launcherSays}");
+            }
+        }
         var exit = await host.TerminateAsync(options.Timeout);
         if (exit != 0) _report.Orphans.Add($"the AppHost exited {exit} at its stop");
         await WaitAsync(() => AppHostProcess.PlatformProcesses(host.StateDirectory).Count == 0, TimeSpan.FromSeconds(30));
@@ -303,7 +324,8 @@ public sealed class ChaosRun(AppHostProcess host, ChaosOptions options, Action<s
         {
             for (var i = 0; ; i++)
             {
-                await ApplyAsync(supervisor, Steady($"{Prefix}late-{i:00}"), cancel);
+                var attempts = await ApplyAsync(supervisor, Steady($"{Prefix}late-{i:00}"), cancel);
+                if (attempts > 1) log($"{DateTime.UtcNow:HH:mm:ss.fff} {Prefix}late-{i:00} acknowledged at attempt {attempts}");
                 await Task.Delay(3000, cancel);
             }
         }
@@ -371,17 +393,18 @@ public sealed class ChaosRun(AppHostProcess host, ChaosOptions options, Action<s
         StopGrace = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
     };
 
-    private async Task ApplyAsync(Supervisor.V1.Supervisor.SupervisorClient supervisor, Workload workload, CancellationToken cancel)
+    /// <summary>Applies until acknowledged; the attempts it took.</summary>
+    private async Task<int> ApplyAsync(Supervisor.V1.Supervisor.SupervisorClient supervisor, Workload workload, CancellationToken cancel)
     {
         var request = new ApplyWorkloadRequest { Workload = workload, RequestId = $"{_run}-{workload.Name}" };
-        while (true)
+        for (var attempt = 1; ; attempt++)
         {
             cancel.ThrowIfCancellationRequested();
             try
             {
                 await supervisor.ApplyWorkloadAsync(request, deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: cancel);
                 lock (_workloads) _workloads.Add(workload.Name);
-                return;
+                return attempt;
             }
             catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown && !cancel.IsCancellationRequested)
             {

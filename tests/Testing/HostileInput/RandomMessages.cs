@@ -2,14 +2,14 @@ using CsCheck;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
 
-namespace Platform.Supervisor.Tests.HostileInput;
+namespace Platform.Testing.HostileInput;
 
 /// <summary>
 /// Random and boundary protobuf messages of any type, from its descriptor: empty, huge and unicode strings, NUL and
 /// path tricks, integer extremes, NaN and infinities, unknown enum values, negative and enormous durations, long lists,
 /// big maps, nesting up to a depth, and, on the wire, an unknown field appended.
 /// </summary>
-internal static class RandomMessages
+public static class RandomMessages
 {
     private static readonly string[] Strings =
     [
