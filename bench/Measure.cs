@@ -1,4 +1,3 @@
-using System.Globalization;
 using Platform.ProcessControl;
 
 namespace Platform.Bench;
@@ -7,9 +6,7 @@ namespace Platform.Bench;
 internal static class Measure
 {
     /// <summary>Resident set size in MiB (VmRSS).</summary>
-    public static double Rss(int pid) =>
-        long.Parse(File.ReadAllLines($"/proc/{pid}/status").Single(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
-            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+    public static double Rss(int pid) => Testing.Chaos.ProcessFigures.Rss(pid);
 
     /// <summary>CPU time used so far (user + system).</summary>
     public static TimeSpan Cpu(int pid) =>

@@ -43,15 +43,21 @@ public sealed record ProcessFigures(double RssMiB, int Fds, int Threads)
         try
         {
             var status = File.ReadAllLines($"/proc/{pid}/status");
-            long Field(string name) => long.Parse(status.Single(l => l.StartsWith(name + ":", StringComparison.Ordinal))
-                .Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
-            return new ProcessFigures(Field("VmRSS") / 1024.0, Directory.GetFileSystemEntries($"/proc/{pid}/fd").Length, (int)Field("Threads"));
+            return new ProcessFigures(Field(status, "VmRSS") / 1024.0, Directory.GetFileSystemEntries($"/proc/{pid}/fd").Length, (int)Field(status, "Threads"));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
         {
             return null;
         }
     }
+
+    /// <summary>Resident set size in MiB (VmRSS); throws when the process is gone.</summary>
+    public static double Rss(int pid) => Field(File.ReadAllLines($"/proc/{pid}/status"), "VmRSS") / 1024.0;
+
+    /// <summary>The number of a /proc/PID/status line ("VmRSS:   1234 kB" gives 1234).</summary>
+    private static long Field(string[] status, string name) =>
+        long.Parse(status.Single(l => l.StartsWith(name + ":", StringComparison.Ordinal))
+            .Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
 
     public override string ToString() => $"{RssMiB:0.0} MiB, {Fds} fds, {Threads} threads";
 }

@@ -53,7 +53,7 @@ public sealed class InstanceSampler(string variable, string run, Func<string, bo
     /// <summary>One pass over /proc: live processes of the chaos workloads, by workload, with their instance and whether each is a main process.</summary>
     public Dictionary<string, List<(int Pid, string Instance, bool Main)>> Scan()
     {
-        var found = new Dictionary<string, List<(int, string, bool)>>();
+        var seen = new List<(int Pid, int Parent, string Workload, string Instance)>();
         foreach (var pid in ProcFs.Pids())
         {
             try
@@ -69,30 +69,17 @@ public sealed class InstanceSampler(string variable, string run, Func<string, bo
                     if (entry.StartsWith("PLATFORM_WORKLOAD=", StringComparison.Ordinal)) workload = entry["PLATFORM_WORKLOAD=".Length..];
                     else if (entry.StartsWith("PLATFORM_INSTANCE_ID=", StringComparison.Ordinal)) instance = entry["PLATFORM_INSTANCE_ID=".Length..];
                 }
-                if (workload is null || instance is null) continue;
-                // The instance's main process is the one whose parent does not carry the same instance id.
-                var main = !SameInstance(stat.ParentPid, instance);
-                if (!found.TryGetValue(workload, out var list)) found[workload] = list = [];
-                list.Add((pid, instance, main));
+                if (workload is not null && instance is not null) seen.Add((pid, stat.ParentPid, workload, instance));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 // gone between the listing and the read
             }
         }
-        return found;
-    }
-
-    private static bool SameInstance(int pid, string instance)
-    {
-        try
-        {
-            return Encoding.UTF8.GetString(File.ReadAllBytes($"/proc/{pid}/environ")).Contains("PLATFORM_INSTANCE_ID=" + instance + "\0", StringComparison.Ordinal);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
+        // The instance's main process is the one whose parent is not a process of the same instance.
+        var ofInstance = seen.Select(p => (p.Pid, p.Instance)).ToHashSet();
+        return seen.GroupBy(p => p.Workload).ToDictionary(g => g.Key,
+            g => g.Select(p => (p.Pid, p.Instance, !ofInstance.Contains((p.Parent, p.Instance)))).ToList());
     }
 
     private void Sample()
