@@ -1,5 +1,6 @@
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Monitor.V1;
 using Platform.ProcessControl;
@@ -32,7 +33,7 @@ public abstract class MonitorTestBase : IAsyncLifetime
             });
             ConfigureHost(builder);
         }, app => app.MapAgentMonitor());
-        Client = new Monitor.V1.AgentMonitor.AgentMonitorClient(Host.NewChannel());
+        Client = new Monitor.V1.AgentMonitor.AgentMonitorClient(Host.NewChannel().Intercept(DefaultDeadline.Minute));
     }
 
     public virtual async Task DisposeAsync()

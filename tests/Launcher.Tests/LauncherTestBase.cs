@@ -1,4 +1,5 @@
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Launcher.V1;
 using Platform.ProcessControl;
@@ -52,7 +53,7 @@ public abstract class LauncherTestBase : IAsyncLifetime
                 Configure(o);
             });
         }, app => app.MapLauncher());
-        Client = new V1.Launcher.LauncherClient(Host.NewChannel());
+        Client = new V1.Launcher.LauncherClient(Host.NewChannel().Intercept(DefaultDeadline.Minute));
     }
 
     public virtual async Task DisposeAsync()

@@ -1,3 +1,4 @@
+using Grpc.Core.Interceptors;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.Testing;
 
@@ -31,7 +32,7 @@ public sealed class RegistryHost : IAsyncDisposable
         }, app => app.MapSessionRegistry()));
 
     /// <summary>A client on a channel of its own (a separate HTTP/2 connection).</summary>
-    public Registry.V1.SessionRegistry.SessionRegistryClient NewClient() => new(_service.NewChannel());
+    public Registry.V1.SessionRegistry.SessionRegistryClient NewClient() => new(_service.NewChannel().Intercept(DefaultDeadline.Minute));
 
     public ValueTask DisposeAsync() => _service.DisposeAsync();
 }

@@ -1,4 +1,5 @@
 using Google.Protobuf.WellKnownTypes;
+using Grpc.Core.Interceptors;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
@@ -24,7 +25,7 @@ public sealed class HealthTests : SupervisorTestBase
         var first = await RunningAsync("beating", 1);
         // Beating: the monitor looks at the heartbeat for longer than the timeout (every 250 ms), finds it fresh every
         // time, and nothing is restarted.
-        var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel());
+        var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel().Intercept(DefaultDeadline.Minute));
         var probes = await monitor.ProbedAsync("supervisor/beating/1/heartbeat", 7, Timeout);
         Assert.All(probes, p => Assert.Equal(AgentStatus.Types.State.Healthy, p.State));
         Assert.Equal(1, (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "beating" })).Status.Generation);
@@ -53,7 +54,7 @@ public sealed class HealthTests : SupervisorTestBase
         };
         await ApplyAsync(workload);
         var first = await RunningAsync("served", 1);
-        var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel());
+        var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel().Intercept(DefaultDeadline.Minute));
         await Testing.Eventually.ValueAsync(() => monitor.GetStatusAsync(new GetStatusRequest { TargetId = "supervisor/served/1/health" }).ResponseAsync,
             s => s.State == AgentStatus.Types.State.Healthy, Timeout, "the health target to be healthy");
 
