@@ -67,7 +67,15 @@ public sealed class InstanceManager(
         public bool StopRequested { get; set; }
         /// <summary>The exit has been seen: nothing can be armed any more.</summary>
         public bool ExitSeen { get; set; }
+        /// <summary>Counted among its workload's exited instances (guarded by the manager's retention lock).</summary>
+        public bool Retired { get; set; }
     }
+
+    // Exited instances per workload (a launch without one has its template's or program's name), oldest exit first:
+    // the newest KeepExited of each are kept, and none past ExitedRetention (as the kubelet keeps a dead container or
+    // two, not every one). Without this a crash loop grows the launcher's memory, its store and its disk by every run.
+    private readonly Dictionary<string, Queue<Tracked>> _exited = new(StringComparer.Ordinal);
+    private readonly Lock _retentionLock = new();
 
     private sealed record ArmedSuccessor(ResolvedLaunch Launch, bool OnFailureOnly, PreparedOutput Output);
 
@@ -159,6 +167,9 @@ public sealed class InstanceManager(
                 logger.LogInformation("Instance {Id} ({Workload}) ended while the launcher was down; its exit status is unknown", instance.Id, instance.Workload);
             }
         }
+        foreach (var exited in _instances.Values.Where(t => t.Instance.State == Instance.Types.State.Exited).OrderBy(t => t.Instance.ExitTime?.ToDateTimeOffset()))
+            Retire(exited);
+        ForgetExpired();
         containment.RemoveUnused(_instances.Values.Where(t => t.Instance.State != Instance.Types.State.Exited).Select(t => t.Instance.Id).ToHashSet());
         // Output directories with no record: prepared for successors that never started (arms do not outlive the launcher).
         var instancesDirectory = Path.Combine(_dataDirectory, "instances");
@@ -403,6 +414,69 @@ public sealed class InstanceManager(
         published.TrySetResult();
         Ended?.Invoke(instance.Clone());
         tracked.Exited.TrySetResult();
+        Retire(tracked);
+    }
+
+    /// <summary>Counts an exited instance among its workload's; forgets the oldest beyond <see cref="LauncherOptions.KeepExited"/>.
+    /// One whose descendants were kept in its cgroup is counted only once they are stopped.</summary>
+    private void Retire(Tracked tracked)
+    {
+        if (tracked.Instance.KeepDescendants && tracked.Instance.Cgroup.Length > 0 && !tracked.StopRequested) return;
+        List<Tracked> forget = [];
+        lock (_retentionLock)
+        {
+            if (tracked.Retired || !_instances.ContainsKey(tracked.Instance.Id)) return;
+            tracked.Retired = true;
+            if (!_exited.TryGetValue(tracked.Instance.Workload, out var queue)) _exited[tracked.Instance.Workload] = queue = new();
+            queue.Enqueue(tracked);
+            while (queue.Count > Math.Max(0, options.Value.KeepExited)) forget.Add(queue.Dequeue());
+        }
+        Forget(forget);
+    }
+
+    /// <summary>Forgets every exited instance whose exit is older than <see cref="LauncherOptions.ExitedRetention"/>;
+    /// returns how many (called by the housekeeping timer).</summary>
+    public int ForgetExpired()
+    {
+        var cutoff = time.GetUtcNow() - options.Value.ExitedRetention;
+        List<Tracked> forget = [];
+        lock (_retentionLock)
+        {
+            foreach (var (workload, queue) in _exited.ToList())
+            {
+                while (queue.TryPeek(out var oldest) && (oldest.Instance.ExitTime?.ToDateTimeOffset() ?? DateTimeOffset.MinValue) < cutoff)
+                    forget.Add(queue.Dequeue());
+                if (queue.Count == 0) _exited.Remove(workload);
+            }
+        }
+        Forget(forget);
+        return forget.Count;
+    }
+
+    /// <summary>Drops exited instances: their records, their request ids and their output directories.</summary>
+    private void Forget(List<Tracked> forget)
+    {
+        if (forget.Count == 0) return;
+        foreach (var tracked in forget)
+        {
+            _instances.TryRemove(tracked.Instance.Id, out _);
+            if (tracked.Record.RequestId is { Length: > 0 } requestId)
+                lock (_requestsLock)
+                    if (_requests.TryGetValue(requestId, out var launched) && launched.IsCompletedSuccessfully && launched.Result.Id == tracked.Instance.Id)
+                        _requests.Remove(requestId);
+        }
+        store.Delete([.. forget.Select(t => t.Instance.Id)]);
+        foreach (var tracked in forget)
+        {
+            try
+            {
+                if (Directory.Exists(tracked.Record.LogDirectory)) Directory.Delete(tracked.Record.LogDirectory, recursive: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                logger.LogWarning("Could not remove the output of the forgotten instance {Id}: {Error}", tracked.Instance.Id, e.Message);
+            }
+        }
     }
 
     /// <summary>
@@ -469,13 +543,16 @@ public sealed class InstanceManager(
         if (!result.AllGone) logger.LogWarning("Instance {Id}: {Survivors} processes survived SIGKILL", id, result.Survivors);
         await tracked.Exited.Task.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken);
         if (tracked.Instance.KeepDescendants) containment.Discard(tracked.Instance.Cgroup.Length > 0 ? tracked.Instance.Cgroup : null); // kept until this stop
-        return Get(id);
+        var stopped = Get(id);
+        Retire(tracked); // an instance whose descendants were kept is counted from now
+        return stopped;
     }
 
     /// <summary>The instance with live figures from /proc (its tree only).</summary>
-    public Instance Get(string id)
+    public Instance Get(string id) => Get(Find(id));
+
+    private Instance Get(Tracked tracked)
     {
-        var tracked = Find(id);
         var instance = tracked.Instance.Clone();
         instance.SuccessorArmed = tracked.Successor is not null;
         if (instance.State != Instance.Types.State.Exited && ProcFs.IsAlive(tracked.Record.Identity))
@@ -493,13 +570,12 @@ public sealed class InstanceManager(
     public List<Instance> List(string workload, Instance.Types.State state, string afterId, int limit)
     {
         var page = _instances.Values
-            .Select(t => t.Instance)
-            .Where(i => (workload.Length == 0 || i.Workload == workload) && (state == Instance.Types.State.Unspecified || i.State == state))
-            .Where(i => string.CompareOrdinal(i.Id, afterId) > 0)
-            .OrderBy(i => i.Id, StringComparer.Ordinal)
+            .Where(t => (workload.Length == 0 || t.Instance.Workload == workload) && (state == Instance.Types.State.Unspecified || t.Instance.State == state))
+            .Where(t => string.CompareOrdinal(t.Instance.Id, afterId) > 0)
+            .OrderBy(t => t.Instance.Id, StringComparer.Ordinal)
             .Take(limit)
             .ToList();
-        return page.Select(i => Get(i.Id)).ToList();
+        return page.Select(Get).ToList(); // an instance forgotten meanwhile is listed as it was
     }
 
     /// <summary>The output directories of the instances that still run (for log rotation; no /proc reads).</summary>

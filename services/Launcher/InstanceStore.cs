@@ -83,6 +83,26 @@ public sealed class InstanceStore : IDisposable
         }
     }
 
+    /// <summary>Deletes instance records (exited ones past their retention) in one transaction.</summary>
+    public void Delete(IReadOnlyCollection<string> ids)
+    {
+        if (ids.Count == 0) return;
+        lock (_lock)
+        {
+            using var transaction = _connection.BeginTransaction();
+            using var command = _connection.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = "DELETE FROM instances WHERE id = $id";
+            var id = command.Parameters.Add("$id", SqliteType.Text);
+            foreach (var each in ids)
+            {
+                id.Value = each;
+                command.ExecuteNonQuery();
+            }
+            transaction.Commit();
+        }
+    }
+
     /// <summary>Queues a registry call durably (replayed in order by <see cref="SessionSync"/>).</summary>
     public void Enqueue(string instanceId, string kind, byte[] payload)
     {

@@ -28,6 +28,16 @@ public sealed class LauncherOptions
     /// </summary>
     public bool RegisterSessionBeforeStart { get; set; } = true;
 
+    /// <summary>
+    /// Exited instances kept per workload (a launch names one, or gets its template's or program's name): the newest
+    /// this many, with their output, for GetInstance, ListInstances and logs of earlier runs; older ones are forgotten,
+    /// records and output directories both. Instances whose descendants were kept (keep_descendants) stay until stopped.
+    /// </summary>
+    public int KeepExited { get; set; } = 100;
+
+    /// <summary>An exited instance is forgotten this long after its exit, however few its workload has.</summary>
+    public TimeSpan ExitedRetention { get; set; } = TimeSpan.FromHours(24);
+
     /// <summary>Events a WatchInstanceEvents caller may fall behind before it is cut with RESOURCE_EXHAUSTED.</summary>
     public int WatchBuffer { get; set; } = 4096;
 

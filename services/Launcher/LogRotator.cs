@@ -18,7 +18,12 @@ public sealed class LogRotator(InstanceManager instances, IOptions<LauncherOptio
         using var timer = new PeriodicTimer(Interval, time);
         try
         {
-            while (await timer.WaitForNextTickAsync(stoppingToken)) RotateAll();
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                RotateAll();
+                // The same timer forgets exited instances past their retention (no timer of their own to wake).
+                instances.ForgetExpired();
+            }
         }
         catch (OperationCanceledException)
         {
