@@ -4,6 +4,8 @@ using Grpc.Net.Client.Configuration;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -51,6 +53,10 @@ public static class Extensions
             options.EnableDetailedErrors = builder.Environment.IsDevelopment();
             options.MaxReceiveMessageSize = 4 * 1024 * 1024;
         });
+        // HTTP/2 streams one connection may have open at once (Kestrel's default, made explicit and configurable): a
+        // client over it waits for a stream to end; watchers and launches have limits of their own per service.
+        var streams = builder.Configuration.GetValue("Platform:MaxStreamsPerConnection", 100);
+        builder.Services.Configure<KestrelServerOptions>(kestrel => kestrel.Limits.Http2.MaxStreamsPerConnection = streams);
         builder.Services.AddGrpcReflection();
         builder.Services.AddGrpcHealthChecks();
 

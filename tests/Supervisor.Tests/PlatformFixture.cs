@@ -1,4 +1,5 @@
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using Microsoft.Extensions.DependencyInjection;
 using Platform.AgentMonitor;
@@ -63,22 +64,27 @@ public abstract class SupervisorTestBase : IAsyncLifetime
             });
         }, app => app.MapLauncher(), LauncherPort);
         LauncherPort = new Uri(LauncherHost.Address).Port;
-        LauncherClient = new Launcher.V1.Launcher.LauncherClient(LauncherHost.NewChannel());
+        LauncherClient = new Launcher.V1.Launcher.LauncherClient(LauncherHost.NewChannel().Intercept(DefaultDeadline.Minute));
     }
+
+    /// <summary>Settings of one test class for the supervisor process (environment variables, on top of the common ones).</summary>
+    protected virtual IReadOnlyDictionary<string, string> SupervisorSettings => new Dictionary<string, string>();
 
     protected async Task StartSupervisorAsync()
     {
         var dll = AppHostProcess.ProjectOutput(typeof(SupervisorTestBase).Assembly, "Platform.Supervisor");
-        SupervisorProcess = await ServiceProcess.StartAsync(dll, Sub("supervisor"), new Dictionary<string, string>
+        var settings = new Dictionary<string, string>
         {
             ["services__registry__grpc__0"] = Registry.Address,
             ["services__launcher__grpc__0"] = LauncherHost.Address,
             ["services__monitor__grpc__0"] = MonitorHost.Address,
             ["Supervisor__ResyncInterval"] = "00:00:01",
-        });
+        };
+        foreach (var (key, value) in SupervisorSettings) settings[key] = value;
+        SupervisorProcess = await ServiceProcess.StartAsync(dll, Sub("supervisor"), settings);
         _supervisorChannel?.Dispose();
         _supervisorChannel = GrpcChannel.ForAddress(SupervisorProcess.GrpcUrl);
-        Client = new V1.Supervisor.SupervisorClient(_supervisorChannel);
+        Client = new V1.Supervisor.SupervisorClient(_supervisorChannel.Intercept(DefaultDeadline.Minute));
     }
 
     public virtual async Task DisposeAsync()
