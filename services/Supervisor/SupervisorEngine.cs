@@ -124,9 +124,9 @@ public sealed class SupervisorEngine(
         public void Dispose() => action();
     }
 
-    private void Publish(Workload workload, Phase previous)
+    private void Publish(Workload workload, Phase previous, DateTimeOffset decidedAt)
     {
-        var e = new WorkloadEvent { Workload = workload, PreviousPhase = previous, Time = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(time.GetUtcNow()) };
+        var e = new WorkloadEvent { Workload = workload, PreviousPhase = previous, Time = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(decidedAt) };
         lock (_watchLock)
         {
             foreach (var (channel, name) in _watchers)

@@ -30,7 +30,7 @@ public sealed class WorkloadActor
     private readonly SupervisorOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
-    private readonly Action<Workload, Phase> _publish;
+    private readonly Action<Workload, Phase, DateTimeOffset> _publish;
     private readonly CancellationTokenSource _stop = new();
     private volatile WorkloadState _state;
     private long _nextCaller;
@@ -38,7 +38,7 @@ public sealed class WorkloadActor
     private Task _loop = Task.CompletedTask;
 
     public WorkloadActor(WorkloadRecord record, bool reconciled, Dependencies deps, WorkloadStore store, SupervisorOptions options,
-        TimeProvider time, ILogger logger, Action<Workload, Phase> publish)
+        TimeProvider time, ILogger logger, Action<Workload, Phase, DateTimeOffset> publish)
     {
         _deps = deps;
         _store = store;
@@ -166,13 +166,14 @@ public sealed class WorkloadActor
     {
         while (true)
         {
-            var (state, actions) = WorkloadCore.Decide(_state, e, _time.GetUtcNow(), _options);
+            var now = _time.GetUtcNow();
+            var (state, actions) = WorkloadCore.Decide(_state, e, now, _options);
             _state = state;
             Call? call = null;
             foreach (var action in actions)
             {
                 if (action is Call c) call = c;
-                else Run(action);
+                else Run(action, now);
             }
             if (state.Deleted && !_inbox.Reader.Completion.IsCompleted)
             {
@@ -194,7 +195,8 @@ public sealed class WorkloadActor
 
     // ------------------------------------------------------------------ actions
 
-    private void Run(WorkloadAction action)
+    /// <summary>Runs one action of a decision taken at <paramref name="decidedAt"/>.</summary>
+    private void Run(WorkloadAction action, DateTimeOffset decidedAt)
     {
         switch (action)
         {
@@ -207,7 +209,7 @@ public sealed class WorkloadActor
                 break;
             case WorkloadAction.Publish p:
                 _logger.LogInformation("Workload {Workload}: {Previous} -> {Phase}: {Message}", Name, p.Previous, p.Snapshot.Status.Phase, p.Message);
-                _publish(p.Snapshot, p.Previous);
+                _publish(p.Snapshot, p.Previous, decidedAt); // stamped when decided, not after the store's write
                 break;
             case WorkloadAction.Reply r:
                 if (!_callers.Remove(r.Caller, out var caller)) break;
