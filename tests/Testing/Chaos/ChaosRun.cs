@@ -36,14 +36,30 @@ public sealed record ChaosOptions
 }
 
 /// <summary>RSS, open file descriptors and threads of one process, from /proc.</summary>
-public sealed record ProcessFigures(double RssMiB, int Fds, int Threads)
+/// <summary>A process's resident size, descriptors and threads; <see cref="Threads"/> leaves out the thread pool's
+/// workers (named ".NET TP Worker"), which come and go with the load and the machine's contention, and are counted
+/// in <see cref="PoolThreads"/>: a thread started and never ended shows in <see cref="Threads"/>.</summary>
+public sealed record ProcessFigures(double RssMiB, int Fds, int Threads, int PoolThreads = 0)
 {
     public static ProcessFigures? Of(int pid)
     {
         try
         {
             var status = File.ReadAllLines($"/proc/{pid}/status");
-            return new ProcessFigures(Field(status, "VmRSS") / 1024.0, Directory.GetFileSystemEntries($"/proc/{pid}/fd").Length, (int)Field(status, "Threads"));
+            var pool = 0;
+            foreach (var task in Directory.GetDirectories($"/proc/{pid}/task"))
+            {
+                try
+                {
+                    if (File.ReadAllText(Path.Combine(task, "comm")).StartsWith(".NET TP Worker", StringComparison.Ordinal)) pool++;
+                }
+                catch (IOException)
+                {
+                    // the thread ended meanwhile
+                }
+            }
+            var threads = (int)Field(status, "Threads");
+            return new ProcessFigures(Field(status, "VmRSS") / 1024.0, Directory.GetFileSystemEntries($"/proc/{pid}/fd").Length, Math.Max(0, threads - pool), pool);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
         {
@@ -59,7 +75,7 @@ public sealed record ProcessFigures(double RssMiB, int Fds, int Threads)
         long.Parse(status.Single(l => l.StartsWith(name + ":", StringComparison.Ordinal))
             .Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
 
-    public override string ToString() => $"{RssMiB:0.0} MiB, {Fds} fds, {Threads} threads";
+    public override string ToString() => $"{RssMiB:0.0} MiB, {Fds} fds, {Threads} threads + {PoolThreads} pool";
 }
 
 /// <summary>What a chaos run found. Every list of faults is empty when nothing was lost, doubled or left behind.</summary>
