@@ -83,6 +83,7 @@ public sealed unsafe class ChildReaper : IDisposable
     private readonly Dictionary<int, (ExitStatus Status, long At)> _unclaimed = [];
     private static readonly TimeSpan UnclaimedFor = TimeSpan.FromSeconds(1);
     private readonly AutoResetEvent _childAdded = new(false);
+    private int _spawning; // spawns between posix_spawn and their waiter's registration (guarded by _lock)
     private readonly Thread _thread;
     private volatile bool _disposed;
     private volatile bool _stopping;
@@ -218,13 +219,25 @@ public sealed unsafe class ChildReaper : IDisposable
             var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
             // Not under the lock: posix_spawn suspends the calling thread until the child has exec'd, and spawns on
             // several threads overlap.
-            var rc = Native.posix_spawn(&pid, path, actions, attr, argv, envp);
-            if (rc != 0) throw new SpawnException(rc, $"cannot start {request.Executable}: {Native.Error(rc)}");
-            lock (_lock)
+            // While a spawn has no waiter yet, exits nobody claims are kept however old (see Reap): a spawning thread
+            // descheduled past UnclaimedFor would otherwise find its child's exit dropped and wait for ever.
+            lock (_lock) _spawning++;
+            int rc;
+            try
             {
-                if (_unclaimed.Remove(pid, out var early)) tcs.TrySetResult(early.Status); // it already exited
-                else _waiters[pid] = tcs;
+                rc = Native.posix_spawn(&pid, path, actions, attr, argv, envp);
+                if (rc == 0)
+                    lock (_lock)
+                    {
+                        if (_unclaimed.Remove(pid, out var early)) tcs.TrySetResult(early.Status); // it already exited
+                        else _waiters[pid] = tcs;
+                    }
             }
+            finally
+            {
+                lock (_lock) _spawning--;
+            }
+            if (rc != 0) throw new SpawnException(rc, $"cannot start {request.Executable}: {Native.Error(rc)}");
             _childAdded.Set();
             var held = -1;
             if (request.Cgroup is { } cgroup)
@@ -386,8 +399,9 @@ public sealed unsafe class ChildReaper : IDisposable
                 if (!_waiters.Remove(info.Pid, out waiter))
                 {
                     var now = System.Diagnostics.Stopwatch.GetTimestamp();
-                    foreach (var old in _unclaimed.Where(u => System.Diagnostics.Stopwatch.GetElapsedTime(u.Value.At, now) > UnclaimedFor).Select(u => u.Key).ToList())
-                        _unclaimed.Remove(old);
+                    if (_spawning == 0)
+                        foreach (var old in _unclaimed.Where(u => System.Diagnostics.Stopwatch.GetElapsedTime(u.Value.At, now) > UnclaimedFor).Select(u => u.Key).ToList())
+                            _unclaimed.Remove(old);
                     _unclaimed[info.Pid] = (status, now);
                 }
             }

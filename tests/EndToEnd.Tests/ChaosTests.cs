@@ -46,7 +46,7 @@ public sealed class ChaosTests(ITestOutputHelper output) : IAsyncLifetime
         // Flat under a steady load: no descriptor, thread or process leaked (the thread pool's workers, which grow and
         // shrink with the machine's contention, are not counted). Memory is only bounded: under this churn
         // each service's RSS still grows by 10-40 MiB in the minute (bench reliability measures longer soaks).
-        foreach (var (name, start, end) in report.Soak)
+        foreach (var (name, start, _, end) in report.Soak)
         {
             Assert.True(end.Fds <= start.Fds + 8, $"{name}: {start.Fds} fds at the soak's start, {end.Fds} at its end");
             Assert.True(end.Threads <= start.Threads + 8, $"{name}: {start.Threads} threads (processes) at the soak's start, {end.Threads} at its end");

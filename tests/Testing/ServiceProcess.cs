@@ -109,7 +109,14 @@ public sealed class ServiceProcess : IAsyncDisposable
     public async Task KillAsync()
     {
         ProcessTree.Signal(Identity, ProcessTree.SIGKILL);
-        await _process.Exited;
+        try
+        {
+            await _process.Exited.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"pid {Pid} was SIGKILLed and its exit not seen in 30 s (state: {ProcFs.ReadStat(Pid)?.State.ToString() ?? "gone"})");
+        }
     }
 
     /// <summary>SIGTERM and the exit code.</summary>

@@ -109,7 +109,11 @@ public sealed record ChaosReport
     public List<(string Name, int Connections, long Events, IReadOnlyList<string> Faults)> Watchers { get; } = [];
 
     /// <summary>Per service (and "workload processes": their count as Threads): figures at the soak's start and end.</summary>
-    public List<(string Name, ProcessFigures Start, ProcessFigures End)> Soak { get; } = [];
+    /// <summary>Figures at the soak's start, a third of the way in (settled) and at its end.</summary>
+    public List<(string Name, ProcessFigures Start, ProcessFigures Settled, ProcessFigures End)> Soak { get; } = [];
+
+    /// <summary>From the settled figures to the end.</summary>
+    public TimeSpan SoakSettledFor { get; set; }
 
     public TimeSpan SoakDuration { get; set; }
 
@@ -214,13 +218,19 @@ public sealed class ChaosRun(AppHostProcess host, ChaosOptions options, Action<s
 
         // The soak: the same load, no faults, figures at both ends.
         state = host.ReadState()!;
+        // A third of the way in, the services have warmed up (methods compiled at their last tier, buffers and
+        // histories grown to their working size): what grows after that is what would keep growing.
         var start = Figures(state, sampler);
         var soak = Stopwatch.StartNew();
-        await Task.Delay(options.Soak);
+        await Task.Delay(options.Soak / 3);
+        var settled = Figures(host.ReadState()!, sampler);
+        var settledAt = soak.Elapsed;
+        await Task.Delay(options.Soak - options.Soak / 3);
         _report.SoakDuration = soak.Elapsed;
+        _report.SoakSettledFor = soak.Elapsed - settledAt;
         var end = Figures(host.ReadState()!, sampler);
         foreach (var (name, figures) in start)
-            if (end.TryGetValue(name, out var last)) _report.Soak.Add((name, figures, last));
+            if (end.TryGetValue(name, out var last) && settled.TryGetValue(name, out var middle)) _report.Soak.Add((name, figures, middle, last));
 
         // What must hold.
         await CheckSessionsAsync(registry);

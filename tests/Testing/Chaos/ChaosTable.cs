@@ -19,9 +19,12 @@ public static class ChaosTable
         foreach (var line in Render(rows)) yield return line;
 
         yield return "";
-        var soak = new List<string[]> { new[] { $"soak ({report.SoakDuration.TotalSeconds:0} s)", "start", "end" } };
-        foreach (var (name, start, end) in report.Soak)
-            soak.Add(name == "workload processes" ? [name, $"{start.Threads}", $"{end.Threads}"] : [name, start.ToString(), end.ToString()]);
+        var minutes = report.SoakSettledFor.TotalMinutes;
+        var soak = new List<string[]> { new[] { $"soak ({report.SoakDuration.TotalSeconds:0} s)", "start", "settled (a third in)", "end", "RSS after settling" } };
+        foreach (var (name, start, settled, end) in report.Soak)
+            soak.Add(name == "workload processes"
+                ? [name, $"{start.Threads}", $"{settled.Threads}", $"{end.Threads}", ""]
+                : [name, start.ToString(), settled.ToString(), end.ToString(), minutes > 0 ? $"{(end.RssMiB - settled.RssMiB) / minutes:+0.0;-0.0} MiB/min" : ""]);
         foreach (var line in Render(soak)) yield return line;
 
         var failures = report.Failures.ToList();
