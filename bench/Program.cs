@@ -8,6 +8,7 @@ var scenarios = new Dictionary<string, Func<string[], Task<int>>>
     ["monitor"] = MonitorBench.RunAsync,
     ["supervisor"] = SupervisorBench.RunAsync,
     ["reliability"] = ReliabilityBench.RunAsync,
+    ["peers"] = PeersBench.RunAsync,
 };
 
 if (args.Length == 0 || !scenarios.TryGetValue(args[0], out var scenario))

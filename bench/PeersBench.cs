@@ -1,0 +1,515 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Net.Client;
+using Platform.Launcher.V1;
+using Platform.ProcessControl;
+using Platform.Supervisor.V1;
+using Platform.Testing;
+
+namespace Platform.Bench;
+
+/// <summary>
+/// supervisord, PM2 and this platform side by side in one run, on the same machine and the same managed program (a
+/// copy of /bin/sleep with a name of its own per tool, so that /proc tells whose a process is). Every figure is read
+/// from /proc or from files the programs write, never from a tool's own output. Each tool has a private directory
+/// (config, socket, home); everything started is stopped at the end. The peers are installed when missing (Debian's
+/// supervisor, npm's pm2).
+/// </summary>
+public static class PeersBench
+{
+    private const int SIGKILL = 9;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        int Option(string name, int fallback) =>
+            Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+        var kills = Option("--kills", 30);
+        var settle = TimeSpan.FromSeconds(Option("--settle", 60));
+        var idle = Option("--idle", 300);
+        await EnsurePeersAsync();
+        var pm2Version = JsonDocument.Parse(await File.ReadAllTextAsync(Pm2Package)).RootElement.GetProperty("version").GetString();
+        Console.WriteLine($"Peers: {System.Environment.ProcessorCount} cores; supervisord {(await RunAsync("/usr/bin/supervisord", ["--version"])).Trim()}, PM2 {pm2Version}, this platform ({Configuration})");
+
+        var root = Directory.CreateTempSubdirectory("platform-peers-").FullName;
+        var figures = new List<Figure>();
+        try
+        {
+            foreach (var kind in new[] { "supervisord", "PM2", "platform" })
+            {
+                var dir = Directory.CreateDirectory(Path.Combine(root, kind.ToLowerInvariant())).FullName;
+                var exe = Path.Combine(dir, $"psleep-{kind.ToLowerInvariant()}-{Guid.NewGuid().ToString("N")[..6]}");
+                File.Copy("/bin/sleep", exe);
+                File.SetUnixFileMode(exe, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+                Tool New() => kind switch
+                {
+                    "supervisord" => new Supervisord(dir),
+                    "PM2" => new Pm2(dir),
+                    _ => new PlatformTool(dir),
+                };
+                Console.WriteLine($"== {kind}");
+                try
+                {
+                    await MeasureAsync(kind, New, exe, dir, kills, settle, idle, figures);
+                }
+                finally
+                {
+                    foreach (var pid in Running(exe)) AppHostProcess.Signal(pid, SIGKILL); // whatever a tool left
+                }
+            }
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+        return Print(figures);
+    }
+
+#if DEBUG
+    private const string Configuration = "Debug build: run with -c Release for figures";
+#else
+    private const string Configuration = "Release build";
+#endif
+
+    /// <summary>One row's figure for one tool: lower is better; <see cref="Shown"/> is how it reads.</summary>
+    private sealed record Figure(string Row, string Tool, double Value, string Shown);
+
+    private static async Task MeasureAsync(string kind, Func<Tool> create, string exe, string dir, int kills, TimeSpan settle, int idle, List<Figure> figures)
+    {
+        void Add(string row, double value, string shown)
+        {
+            figures.Add(new Figure(row, kind, value, shown));
+            Console.WriteLine($"  {row}: {shown}");
+        }
+        Managed Sleeper(int i) => new($"p{i:000}", exe, [$"{100000 + i}"], AtOnce: true);
+
+        // (2) Start N, cold: from nothing to all N exec'd, the daemon's start included.
+        foreach (var n in new[] { 100, 300 })
+        {
+            await using var cold = create();
+            var clock = Stopwatch.StartNew();
+            await cold.ColdStartAsync([.. Enumerable.Range(0, n).Select(Sleeper)]);
+            await WaitForAsync(() => Running(exe).Count == n, TimeSpan.FromSeconds(120), $"{n} programs of {kind}");
+            Add($"start {n}, cold (daemon start included)", clock.Elapsed.TotalSeconds, $"{clock.Elapsed.TotalSeconds:0.00} s");
+            await cold.RemoveAllAsync();
+        }
+
+        await using var tool = create();
+        await tool.StartAsync();
+
+        // (2) Start N, warm: the daemon runs; from the command to all N exec'd.
+        foreach (var n in new[] { 100, 300 })
+        {
+            var clock = Stopwatch.StartNew();
+            await tool.AddAsync([.. Enumerable.Range(0, n).Select(Sleeper)]);
+            await WaitForAsync(() => Running(exe).Count == n, TimeSpan.FromSeconds(120), $"{n} programs of {kind}");
+            Add($"start {n} on a running daemon", clock.Elapsed.TotalSeconds, $"{clock.Elapsed.TotalSeconds:0.000} s");
+            await tool.RemoveAllAsync();
+            await WaitForAsync(() => Running(exe).Count == 0, TimeSpan.FromSeconds(60), $"{kind}'s programs to stop");
+        }
+
+        // (1) Restart latency: SIGKILL of the program -> a new process of it exec'd, each tool set to restart at once.
+        {
+            await tool.AddAsync([new Managed("restarter", exe, ["100000"], AtOnce: true)]);
+            await WaitForAsync(() => Running(exe).Count == 1, TimeSpan.FromSeconds(30), $"{kind}'s program");
+            var latencies = new List<double>();
+            for (var i = 0; i < kills; i++)
+            {
+                // More than a second apart: PM2 counts a restart within min_uptime (1 s) as unstable and stops after 16.
+                await Task.Delay(1200);
+                var current = Running(exe).Single();
+                var clock = Stopwatch.StartNew();
+                AppHostProcess.Signal(current, SIGKILL);
+                while (!Running(exe, newerThan: current).Any(p => p != current))
+                    if (clock.Elapsed > TimeSpan.FromSeconds(10)) throw new TimeoutException($"{kind} did not restart its program within 10 s");
+                latencies.Add(clock.Elapsed.TotalMilliseconds);
+            }
+            latencies.Sort();
+            double P(double q) => latencies[(int)Math.Min(latencies.Count - 1, Math.Ceiling(q * latencies.Count) - 1)];
+            Add($"SIGKILL -> new process exec'd, median ({kills} kills)", P(0.5), $"{P(0.5):0.0} ms (p90 {P(0.9):0.0})");
+            await tool.RemoveAllAsync();
+            await WaitForAsync(() => Running(exe).Count == 0, TimeSpan.FromSeconds(30), $"{kind}'s program to stop");
+        }
+
+        // (3) and (4) Stop 20 trees: two children and an escaper (setsid, its parent alive; then double-forked, its
+        // parent gone before the stop). Survivors are processes of the program still alive 2 s after the stop.
+        foreach (var (row, escaper) in new[] { ("stop 20 trees with a setsid escaper", $"setsid {exe} 100003 &"), ("stop 20 trees with a double-forked escaper", $"(setsid {exe} 100003 &);") })
+        {
+            var trees = Enumerable.Range(0, 20).Select(i => new Managed($"t{i:00}", "/bin/sh", ["-c", $"{exe} 100001 & {exe} 100002 & {escaper} wait"], AtOnce: true)).ToList();
+            await tool.AddAsync(trees);
+            await WaitForAsync(() => Running(exe).Count == 60, TimeSpan.FromSeconds(60), $"20 trees of {kind}");
+            await Task.Delay(500);
+            var clock = Stopwatch.StartNew();
+            await tool.RemoveAllAsync();
+            var stopped = clock.Elapsed;
+            await Task.Delay(2000);
+            var survivors = Running(exe);
+            Add($"{row}: survivors", survivors.Count, $"{survivors.Count} of 60 ({stopped.TotalSeconds:0.00} s to stop)");
+            foreach (var pid in survivors) AppHostProcess.Signal(pid, SIGKILL);
+        }
+
+        // (6) Restart storm: a program that exits 1 at once, with the tool's defaults, for 20 s; each start appends a
+        // line to a file.
+        {
+            var starts = Path.Combine(dir, "storm.starts");
+            await tool.AddAsync([new Managed("storm", "/bin/sh", ["-c", $"echo x >> {starts}; exit 1"], AtOnce: false)]);
+            await Task.Delay(TimeSpan.FromSeconds(20));
+            var count = File.Exists(starts) ? File.ReadAllLines(starts).Length : 0;
+            await tool.RemoveAllAsync();
+            Add("restart storm: starts in 20 s with defaults (fewer is gentler)", count, $"{count} starts");
+        }
+
+        // (5) At rest: RSS and CPU of the supervising processes with 300 idle programs, after a settle.
+        {
+            await tool.AddAsync([.. Enumerable.Range(0, idle).Select(Sleeper)]);
+            await WaitForAsync(() => Running(exe).Count == idle, TimeSpan.FromSeconds(120), $"{idle} programs of {kind}");
+            await Task.Delay(settle);
+            var pids = tool.Supervisors;
+            var before = pids.Select(Measure.Cpu).ToList();
+            var clock = Stopwatch.StartNew();
+            await Task.Delay(TimeSpan.FromSeconds(30));
+            var cpu = pids.Select((p, i) => (Measure.Cpu(p) - before[i]).TotalSeconds / clock.Elapsed.TotalSeconds * 100).ToList();
+            var rss = pids.Select(Measure.Rss).ToList();
+            Add($"RSS of the supervising processes, {idle} idle programs", rss.Sum(), $"{rss.Sum():0.0} MiB");
+            Add($"CPU at rest, {idle} idle programs (30 s after a {settle.TotalSeconds:0} s settle)", cpu.Sum(), $"{cpu.Sum():0.00} %");
+            if (tool is PlatformTool platform)
+            {
+                for (var i = 0; i < pids.Count; i++)
+                    Console.WriteLine($"  {platform.Names[i]}: {rss[i]:0.0} MiB, {cpu[i]:0.00} %");
+                var launcher = Array.IndexOf(platform.Names, "launcher");
+                Add("the Launcher alone: RSS", rss[launcher], $"{rss[launcher]:0.0} MiB");
+            }
+            await tool.RemoveAllAsync();
+            await WaitForAsync(() => Running(exe).Count == 0, TimeSpan.FromSeconds(60), $"{kind}'s programs to stop");
+        }
+    }
+
+    private static int Print(List<Figure> figures)
+    {
+        var rows = new List<string[]> { new[] { "figure", "supervisord", "PM2", "platform", "platform vs best peer" } };
+        foreach (var row in figures.Select(f => f.Row).Distinct())
+        {
+            string Cell(string tool) => figures.FirstOrDefault(f => f.Row == row && f.Tool == tool)?.Shown ?? "-";
+            var peers = figures.Where(f => f.Row == row && f.Tool != "platform").ToList();
+            var ours = figures.FirstOrDefault(f => f.Row == row && f.Tool == "platform");
+            var verdict = "-";
+            if (ours is not null && peers.Count > 0)
+            {
+                var best = peers.Min(p => p.Value);
+                verdict = Math.Abs(best - ours.Value) < 1e-9 ? "level"
+                    : ours.Value < best ? (ours.Value <= 0 ? "better (none)" : $"{best / ours.Value:0.0}x better")
+                    : best <= 0 ? "behind" : $"{ours.Value / best:0.0}x behind";
+            }
+            rows.Add([row, Cell("supervisord"), Cell("PM2"), Cell("platform"), verdict]);
+        }
+        Console.WriteLine();
+        foreach (var line in Testing.Chaos.ChaosTable.Render(rows)) Console.WriteLine(line);
+        return 0;
+    }
+
+    // ------------------------------------------------------------------ /proc
+
+    /// <summary>Live processes running <paramref name="exe"/> (after their exec), optionally only pids above one.</summary>
+    private static List<int> Running(string exe, int newerThan = 0)
+    {
+        var found = new List<int>();
+        foreach (var pid in ProcFs.Pids())
+        {
+            if (pid <= newerThan) continue;
+            string? target;
+            try
+            {
+                target = new FileInfo($"/proc/{pid}/exe").LinkTarget;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            if (target == exe && ProcFs.ReadStat(pid) is { IsZombie: false }) found.Add(pid);
+        }
+        return found;
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.Elapsed > timeout) throw new TimeoutException($"waited {timeout.TotalSeconds:0} s for {what}");
+            await Task.Delay(1);
+        }
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    private static Dictionary<string, string> Environment(IReadOnlyDictionary<string, string>? extra = null)
+    {
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry e in System.Environment.GetEnvironmentVariables()) env[(string)e.Key] = (string?)e.Value ?? "";
+        foreach (var (k, v) in extra ?? new Dictionary<string, string>()) env[k] = v;
+        return env;
+    }
+
+    /// <summary>Runs a command to its end (through the platform's reaper: this process reaps every child) and returns
+    /// its output; a failure throws with what it printed.</summary>
+    private static async Task<string> RunAsync(string exe, IReadOnlyList<string> args, IReadOnlyDictionary<string, string>? env = null, bool check = true)
+    {
+        var process = ChildReaper.Shared.Spawn(new SpawnRequest(exe, args, Environment(env), null, StdioTarget.Pipe, StdioTarget.Pipe));
+        using var stdout = new StreamReader(process.StandardOutput!);
+        using var stderr = new StreamReader(process.StandardError!);
+        var output = stdout.ReadToEndAsync();
+        var error = stderr.ReadToEndAsync();
+        var status = await process.Exited.WaitAsync(TimeSpan.FromMinutes(3));
+        var text = await output + await error;
+        if (check && status.Code != 0) throw new InvalidOperationException($"{exe} {string.Join(' ', args)} failed ({status}): {text}");
+        return text;
+    }
+
+    /// <summary>Debian's supervisor and npm's pm2, installed when missing (no service started by the package).</summary>
+    private static async Task EnsurePeersAsync()
+    {
+        if (!File.Exists("/usr/bin/supervisord"))
+        {
+            Console.WriteLine("installing supervisor (apt-get)");
+            // A package's postinst must not start the system's own supervisord: policy-rc.d says no (if none is there).
+            const string policy = "/usr/sbin/policy-rc.d";
+            var ours = !File.Exists(policy);
+            if (ours)
+            {
+                await File.WriteAllTextAsync(policy, "#!/bin/sh\nexit 101\n");
+                File.SetUnixFileMode(policy, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
+            try
+            {
+                await RunAsync("apt-get", ["update", "-qq"]);
+                await RunAsync("apt-get", ["install", "-y", "-qq", "supervisor"], new Dictionary<string, string> { ["DEBIAN_FRONTEND"] = "noninteractive" });
+            }
+            finally
+            {
+                if (ours) File.Delete(policy);
+            }
+        }
+        if (!File.Exists(Pm2Package))
+        {
+            Console.WriteLine("installing pm2 (npm)");
+            await RunAsync("npm", ["install", "-g", "--no-fund", "--no-audit", "pm2@7.0.4"]);
+        }
+    }
+
+    private const string Pm2Package = "/usr/lib/node_modules/pm2/package.json";
+
+    private static Dictionary<string, string> Pm2Home(string dir) => new() { ["PM2_HOME"] = Path.Combine(dir, "pm2-home") };
+
+    // ------------------------------------------------------------------ the tools
+
+    /// <summary>A managed program: at once = restart immediately on any exit; otherwise the tool's defaults.</summary>
+    private sealed record Managed(string Name, string Executable, string[] Args, bool AtOnce);
+
+    private abstract class Tool : IAsyncDisposable
+    {
+        /// <summary>Starts the daemon with no programs.</summary>
+        public abstract Task StartAsync();
+
+        /// <summary>From nothing to these programs started, the daemon's start included, the tool's usual way.</summary>
+        public virtual async Task ColdStartAsync(IReadOnlyList<Managed> programs)
+        {
+            await StartAsync();
+            await AddAsync(programs);
+        }
+
+        /// <summary>Adds and starts programs on the running daemon.</summary>
+        public abstract Task AddAsync(IReadOnlyList<Managed> programs);
+
+        /// <summary>Stops every program (its whole tree, as far as the tool can) and forgets it.</summary>
+        public abstract Task RemoveAllAsync();
+
+        /// <summary>The processes that supervise (what runs while the programs run).</summary>
+        public abstract IReadOnlyList<int> Supervisors { get; }
+
+        public abstract ValueTask DisposeAsync();
+    }
+
+    /// <summary>supervisord in the foreground (-n), a config, socket and logs of its own; programs are files under
+    /// programs/ that `supervisorctl update` picks up.</summary>
+    private sealed class Supervisord(string dir) : Tool
+    {
+        private readonly string _config = Path.Combine(dir, "supervisord.conf");
+        private readonly string _programs = Directory.CreateDirectory(Path.Combine(dir, "programs")).FullName;
+        private SpawnedProcess? _daemon;
+
+        public override async Task StartAsync()
+        {
+            var logs = Directory.CreateDirectory(Path.Combine(dir, "logs")).FullName;
+            await File.WriteAllTextAsync(_config, $"""
+                [unix_http_server]
+                file={dir}/supervisor.sock
+                [supervisord]
+                logfile={dir}/supervisord.log
+                pidfile={dir}/supervisord.pid
+                childlogdir={logs}
+                [rpcinterface:supervisor]
+                supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+                [supervisorctl]
+                serverurl=unix://{dir}/supervisor.sock
+                [include]
+                files = {_programs}/*.conf
+                """);
+            _daemon = ChildReaper.Shared.Spawn(new SpawnRequest("/usr/bin/supervisord", ["-n", "-c", _config], Environment(), dir));
+            var clock = Stopwatch.StartNew();
+            while ((await RunAsync("/usr/bin/supervisorctl", ["-c", _config, "pid"], check: false)).Trim() is var pid && (pid.Length == 0 || !pid.All(char.IsAsciiDigit)))
+            {
+                if (clock.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException("supervisord did not answer");
+                await Task.Delay(20);
+            }
+        }
+
+        public override async Task ColdStartAsync(IReadOnlyList<Managed> programs)
+        {
+            // Its usual way: the programs in the config, then the daemon, which starts them.
+            await WriteAsync(programs);
+            await StartAsync();
+        }
+
+        private async Task WriteAsync(IReadOnlyList<Managed> programs)
+        {
+            foreach (var p in programs)
+            {
+                var command = string.Join(' ', new[] { p.Executable }.Concat(p.Args).Select(a => a.Contains(' ') ? $"'{a}'" : a));
+                var settings = p.AtOnce
+                    ? "autorestart=true\nstartsecs=0\nstartretries=1000000\nstopasgroup=true\nkillasgroup=true\nstopwaitsecs=1\n"
+                    : "";
+                await File.WriteAllTextAsync(Path.Combine(_programs, $"{p.Name}.conf"), $"[program:{p.Name}]\ncommand={command}\n{settings}");
+            }
+        }
+
+        public override async Task AddAsync(IReadOnlyList<Managed> programs)
+        {
+            await WriteAsync(programs);
+            await RunAsync("/usr/bin/supervisorctl", ["-c", _config, "update"]);
+        }
+
+        public override async Task RemoveAllAsync()
+        {
+            // Stopped all at once, then removed (`update` alone stops removed programs one after another).
+            await RunAsync("/usr/bin/supervisorctl", ["-c", _config, "stop", "all"], check: false);
+            foreach (var file in Directory.GetFiles(_programs)) File.Delete(file);
+            await RunAsync("/usr/bin/supervisorctl", ["-c", _config, "update"]);
+        }
+
+        public override IReadOnlyList<int> Supervisors => _daemon is null ? [] : [_daemon.Pid];
+
+        public override async ValueTask DisposeAsync()
+        {
+            if (_daemon is null) return;
+            AppHostProcess.Signal(_daemon.Pid, 15);
+            if (await Task.WhenAny(_daemon.Exited, Task.Delay(10000)) != _daemon.Exited) AppHostProcess.Signal(_daemon.Pid, SIGKILL);
+            await _daemon.Exited;
+        }
+    }
+
+    /// <summary>PM2 with a home of its own (PM2_HOME): programs from an ecosystem file, `pm2 delete all`, `pm2 kill`.</summary>
+    private sealed class Pm2(string dir) : Tool
+    {
+        private readonly Dictionary<string, string> _env = Pm2Home(dir);
+        private int _batch;
+
+        public override Task StartAsync() => RunAsync("pm2", ["ping"], _env);
+
+        public override Task ColdStartAsync(IReadOnlyList<Managed> programs) => AddAsync(programs); // its first command starts the daemon
+
+        public override async Task AddAsync(IReadOnlyList<Managed> programs)
+        {
+            var apps = programs.Select(p => p.AtOnce
+                ? new Dictionary<string, object> { ["name"] = p.Name, ["script"] = p.Executable, ["args"] = p.Args, ["interpreter"] = "none", ["autorestart"] = true, ["restart_delay"] = 0, ["kill_timeout"] = 1000, ["treekill"] = true }
+                : new Dictionary<string, object> { ["name"] = p.Name, ["script"] = p.Executable, ["args"] = p.Args, ["interpreter"] = "none" });
+            var file = Path.Combine(dir, $"ecosystem-{++_batch}.json");
+            await File.WriteAllTextAsync(file, JsonSerializer.Serialize(new { apps }));
+            await RunAsync("pm2", ["start", file], _env);
+        }
+
+        public override Task RemoveAllAsync() => RunAsync("pm2", ["delete", "all"], _env, check: false);
+
+        public override IReadOnlyList<int> Supervisors =>
+            File.Exists(Path.Combine(_env["PM2_HOME"], "pm2.pid")) ? [int.Parse(File.ReadAllText(Path.Combine(_env["PM2_HOME"], "pm2.pid")).Trim(), CultureInfo.InvariantCulture)] : [];
+
+        public override async ValueTask DisposeAsync() => await RunAsync("pm2", ["kill"], _env, check: false);
+    }
+
+    /// <summary>This platform's four services, each its own process from its Release build; programs are workloads
+    /// applied to the Supervisor, all at once.</summary>
+    private sealed class PlatformTool(string dir) : Tool
+    {
+        public readonly string[] Names = ["registry", "launcher", "monitor", "supervisor"];
+        private readonly List<ServiceProcess> _services = [];
+        private GrpcChannel? _channel;
+        private Supervisor.V1.Supervisor.SupervisorClient _client = null!;
+
+        private static string Dll(string name) => AppHostProcess.ProjectOutput(typeof(PeersBench).Assembly, name);
+
+        public override async Task StartAsync()
+        {
+            var quiet = new Dictionary<string, string> { ["Logging__LogLevel__Default"] = "Warning" };
+            string Data(string name) => Directory.CreateDirectory(Path.Combine(dir, "data", name)).FullName;
+            var registry = await ServiceProcess.StartAsync(Dll("Platform.SessionRegistry"), Data("registry"), quiet);
+            _services.Add(registry);
+            var launcher = await ServiceProcess.StartAsync(Dll("Platform.Launcher"), Data("launcher"), new Dictionary<string, string>(quiet)
+            {
+                ["services__registry__grpc__0"] = registry.GrpcUrl,
+                ["Launcher__AllowArbitraryCommands"] = "true",
+            });
+            _services.Add(launcher);
+            var monitor = await ServiceProcess.StartAsync(Dll("Platform.AgentMonitor"), Data("monitor"), new Dictionary<string, string>(quiet)
+            {
+                ["services__registry__grpc__0"] = registry.GrpcUrl,
+            });
+            _services.Add(monitor);
+            var supervisor = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Data("supervisor"), new Dictionary<string, string>(quiet)
+            {
+                ["services__registry__grpc__0"] = registry.GrpcUrl,
+                ["services__launcher__grpc__0"] = launcher.GrpcUrl,
+                ["services__monitor__grpc__0"] = monitor.GrpcUrl,
+            });
+            _services.Add(supervisor);
+            _channel = GrpcChannel.ForAddress(supervisor.GrpcUrl);
+            _client = new Supervisor.V1.Supervisor.SupervisorClient(_channel);
+        }
+
+        public override Task AddAsync(IReadOnlyList<Managed> programs) =>
+            Task.WhenAll(programs.Select(p => _client.ApplyWorkloadAsync(new ApplyWorkloadRequest
+            {
+                Workload = new Workload
+                {
+                    Name = p.Name,
+                    Launch = new LaunchSpec { Process = new ProcessSpec { Executable = p.Executable, Args = { p.Args } } },
+                    RestartPolicy = p.AtOnce ? new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero) } : null,
+                    StopGrace = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
+                },
+            }).ResponseAsync));
+
+        public override async Task RemoveAllAsync()
+        {
+            var names = (await _client.ListWorkloadsAsync(new ListWorkloadsRequest { PageSize = 1000 })).Workloads.Select(w => w.Name);
+            await Task.WhenAll(names.Select(n => _client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = n }).ResponseAsync));
+        }
+
+        public override IReadOnlyList<int> Supervisors => [.. _services.Select(s => s.Pid)];
+
+        public override async ValueTask DisposeAsync()
+        {
+            if (_channel is not null)
+            {
+                try
+                {
+                    await RemoveAllAsync();
+                }
+                catch (Grpc.Core.RpcException)
+                {
+                }
+                _channel.Dispose();
+            }
+            for (var i = _services.Count - 1; i >= 0; i--) await _services[i].DisposeAsync();
+        }
+    }
+}
