@@ -29,6 +29,7 @@ public static class PeersBench
         var kills = Option("--kills", 30);
         var settle = TimeSpan.FromSeconds(Option("--settle", 60));
         var idle = Option("--idle", 300);
+        var tools = Array.IndexOf(args, "--tools") is var t and >= 0 && t + 1 < args.Length ? args[t + 1].Split(',') : ["supervisord", "PM2", "platform"];
         await EnsurePeersAsync();
         var pm2Version = JsonDocument.Parse(await File.ReadAllTextAsync(Pm2Package)).RootElement.GetProperty("version").GetString();
         Console.WriteLine($"Peers: {System.Environment.ProcessorCount} cores; supervisord {(await RunAsync("/usr/bin/supervisord", ["--version"])).Trim()}, PM2 {pm2Version}, this platform ({Configuration})");
@@ -37,7 +38,7 @@ public static class PeersBench
         var figures = new List<Figure>();
         try
         {
-            foreach (var kind in new[] { "supervisord", "PM2", "platform" })
+            foreach (var kind in tools)
             {
                 var dir = Directory.CreateDirectory(Path.Combine(root, kind.ToLowerInvariant())).FullName;
                 var exe = Path.Combine(dir, $"psleep-{kind.ToLowerInvariant()}-{Guid.NewGuid().ToString("N")[..6]}");
@@ -83,7 +84,7 @@ public static class PeersBench
             figures.Add(new Figure(row, kind, value, shown));
             Console.WriteLine($"  {row}: {shown}");
         }
-        Managed Sleeper(int i) => new($"p{i:000}", exe, [$"{100000 + i}"], AtOnce: true);
+        Managed Sleeper(int i) => new($"p{i:000}", exe, [$"{100000 + i}"], AtOnce: System.Environment.GetEnvironmentVariable("PEERS_PLAIN") is null);
 
         // (2) Start N, cold: from nothing to all N exec'd, the daemon's start included.
         foreach (var n in new[] { 100, 300 })

@@ -15,10 +15,12 @@ public sealed class Dependencies : IHealthCheck
     private readonly CircuitBreakerStateProvider _launcherState = new();
     private readonly CircuitBreakerStateProvider _monitorState = new();
 
-    public Dependencies(Launcher.V1.Launcher.LauncherClient launcher, Monitor.V1.AgentMonitor.AgentMonitorClient monitor, TimeProvider time)
+    public Dependencies(Launcher.V1.Launcher.LauncherClient launcher, Monitor.V1.AgentMonitor.AgentMonitorClient monitor, TimeProvider time,
+        Microsoft.Extensions.Options.IOptions<SupervisorOptions> options)
     {
         Launcher = launcher;
         Monitor = monitor;
+        _launches = new SemaphoreSlim(Math.Max(1, options.Value.MaxLaunchesInFlight));
         _launcherPipeline = Breaker(_launcherState, time);
         _monitorPipeline = Breaker(_monitorState, time);
     }
@@ -47,6 +49,26 @@ public sealed class Dependencies : IHealthCheck
 
     public Task<T> CallLauncherAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken) =>
         _launcherPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();
+
+    /// <summary>
+    /// A launch, after waiting for one of <see cref="SupervisorOptions.MaxLaunchesInFlight"/> places: many workloads
+    /// applied at once start as fast as the Launcher takes them, instead of running into its own limit
+    /// (RESOURCE_EXHAUSTED) and failing their applies.
+    /// </summary>
+    public async Task<T> LaunchAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken)
+    {
+        await _launches.WaitAsync(cancellationToken);
+        try
+        {
+            return await CallLauncherAsync(call, cancellationToken);
+        }
+        finally
+        {
+            _launches.Release();
+        }
+    }
+
+    private readonly SemaphoreSlim _launches;
 
     public Task<T> CallMonitorAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken) =>
         _monitorPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();

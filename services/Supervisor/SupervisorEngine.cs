@@ -24,7 +24,7 @@ public sealed class SupervisorEngine(
     ILoggerFactory loggers) : BackgroundService
 {
     private readonly ConcurrentDictionary<string, WorkloadActor> _actors = new(StringComparer.Ordinal);
-    private readonly SemaphoreSlim _applyLock = new(1, 1);
+    private readonly ConcurrentDictionary<string, SemaphoreSlim> _creating = new(StringComparer.Ordinal);
     private readonly ILogger _logger = loggers.CreateLogger<SupervisorEngine>();
     private readonly List<(Channel<WorkloadEvent> Channel, string Name)> _watchers = [];
     private readonly Lock _watchLock = new();
@@ -64,7 +64,11 @@ public sealed class SupervisorEngine(
     public async Task<Workload> ApplyAsync(Workload spec)
     {
         if (_actors.TryGetValue(spec.Name, out var existing)) return await existing.ApplyAsync(spec);
-        await _applyLock.WaitAsync();
+        // One creation at a time per name, not for all names: applies of many new workloads launch in parallel. The
+        // gate goes once the workload exists (later applies find its actor); after a refused first start it stays, so
+        // that a waiting apply and a new one never both create the name.
+        var gate = _creating.GetOrAdd(spec.Name, _ => new SemaphoreSlim(1, 1));
+        await gate.WaitAsync();
         try
         {
             if (_actors.TryGetValue(spec.Name, out existing)) return await existing.ApplyAsync(spec);
@@ -86,7 +90,8 @@ public sealed class SupervisorEngine(
         }
         finally
         {
-            _applyLock.Release();
+            if (_actors.ContainsKey(spec.Name)) _creating.TryRemove(KeyValuePair.Create(spec.Name, gate));
+            gate.Release();
         }
     }
 

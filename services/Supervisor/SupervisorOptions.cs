@@ -21,6 +21,10 @@ public sealed class SupervisorOptions
     /// asked for a fresh instance and it has one (a trigger storm makes one restart).</summary>
     public TimeSpan ManualRestartCoalesce { get; set; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>Launches this supervisor has in flight at once (below the Launcher's own Launcher:MaxLaunchesInFlight,
+    /// 256): the rest wait their turn.</summary>
+    public int MaxLaunchesInFlight { get; set; } = 64;
+
     /// <summary>Deadline of one call to the Launcher or the Monitor (a stop waits for its grace on top).</summary>
     public TimeSpan CallTimeout { get; set; } = TimeSpan.FromSeconds(5);
 

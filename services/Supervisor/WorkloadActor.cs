@@ -248,7 +248,7 @@ public sealed class WorkloadActor
                     var headers = new Metadata();
                     if (span is null) headers.Add("traceparent", traceparent); // no listener: the context by hand
                     Activity.Current = span;
-                    var launched = await _deps.CallLauncherAsync(ct => _deps.Launcher.LaunchAsync(l.Request, headers, Deadline(), ct).ResponseAsync, token);
+                    var launched = await _deps.LaunchAsync(ct => _deps.Launcher.LaunchAsync(l.Request, headers, Deadline(), ct).ResponseAsync, token);
                     return new CoreEvent.CallResult(Instance: launched, TraceParent: traceparent);
                 case Call.StopInstance s:
                     var request = new StopInstanceRequest { Id = s.Id };
