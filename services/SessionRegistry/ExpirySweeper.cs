@@ -36,17 +36,25 @@ public sealed class ExpirySweeper(
                     lastRenewal = now;
                 }
 
+                // Asleep until the first lease runs out, the lock is due, or MinTtl has passed (a lease registered
+                // meanwhile runs out no sooner), but at least a SweepInterval: at rest the sweeper wakes about once a
+                // second, not four times, and an expiry is still seen within a SweepInterval.
+                var wake = now + settings.MinTtl;
+                if (lastRenewal + renewEvery < wake) wake = lastRenewal + renewEvery;
                 if (IsLeader)
                 {
-                    var expired = engine.Leases.Expired(now);
+                    var expired = engine.Leases.Expired(now, out var next);
+                    if (next < wake) wake = next.Value;
                     if (expired.Count > 0)
                     {
                         var count = await engine.ExpireAsync(expired, stoppingToken);
                         if (count > 0) logger.LogInformation("Expired {Count} sessions whose lease ran out", count);
+                        wake = now; // what expired meanwhile is looked at after a SweepInterval
                     }
                 }
 
-                await Task.Delay(settings.SweepInterval, time, stoppingToken);
+                var pause = wake - time.GetUtcNow();
+                await Task.Delay(pause < settings.SweepInterval ? settings.SweepInterval : pause, time, stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {

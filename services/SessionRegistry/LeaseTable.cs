@@ -44,14 +44,21 @@ public sealed class LeaseTable
     public void Remove(string id) => _leases.TryRemove(id, out _);
 
     /// <summary>Ids whose lease ran out at <paramref name="now"/>.</summary>
-    public List<string> Expired(DateTimeOffset now)
+    public List<string> Expired(DateTimeOffset now) => Expired(now, out _);
+
+    /// <summary>Ids whose lease ran out at <paramref name="now"/>, and when the first of the others runs out (null: none).</summary>
+    public List<string> Expired(DateTimeOffset now, out DateTimeOffset? next)
     {
         var ticks = now.UtcTicks;
         var expired = new List<string>();
+        var earliest = long.MaxValue;
         foreach (var (id, lease) in _leases)
         {
-            if (lease.Read().Expire <= ticks) expired.Add(id);
+            var expire = lease.Read().Expire;
+            if (expire <= ticks) expired.Add(id);
+            else if (expire < earliest) earliest = expire;
         }
+        next = earliest == long.MaxValue ? null : new DateTimeOffset(earliest, TimeSpan.Zero);
         return expired;
     }
 }

@@ -15,7 +15,8 @@ public sealed class RegistryOptions
     public TimeSpan MinTtl { get; set; } = TimeSpan.FromSeconds(1);
     public TimeSpan MaxTtl { get; set; } = TimeSpan.FromHours(24);
 
-    /// <summary>How often the sweeper looks for leases that ran out.</summary>
+    /// <summary>The sweeper's shortest pause: a lease that ran out is marked within it. At rest it sleeps until the
+    /// first lease runs out (at most MinTtl).</summary>
     public TimeSpan SweepInterval { get; set; } = TimeSpan.FromMilliseconds(250);
 
     /// <summary>Events kept for watchers that resume from a revision (in memory and in the store).</summary>
