@@ -484,7 +484,7 @@ public static class PeersBench
                 {
                     Name = p.Name,
                     Launch = new LaunchSpec { Process = new ProcessSpec { Executable = p.Executable, Args = { p.Args } } },
-                    RestartPolicy = p.AtOnce ? new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero) } : null,
+                    RestartPolicy = p.AtOnce ? new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero), MaxRestarts = 1000 } : null, // like startretries: no limit in reach
                     StopGrace = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
                 },
             }).ResponseAsync));
