@@ -1,3 +1,4 @@
+using System.Globalization;
 using Platform.ProcessControl;
 
 namespace Platform.Bench;
@@ -11,4 +12,14 @@ internal static class Measure
     /// <summary>CPU time used so far (user + system).</summary>
     public static TimeSpan Cpu(int pid) =>
         ProcFs.ReadStat(pid) is { } s ? TimeSpan.FromSeconds((s.UserTicks + s.SystemTicks) / (double)ProcFs.TicksPerSecond) : TimeSpan.Zero;
+}
+
+/// <summary>The benches' command-line options: `--name value`.</summary>
+internal static class BenchOptions
+{
+    public static string? Text(string[] args, string name) =>
+        Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+
+    public static int Int(string[] args, string name, int fallback) =>
+        Text(args, name) is { } value ? int.Parse(value, CultureInfo.InvariantCulture) : fallback;
 }

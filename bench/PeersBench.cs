@@ -24,12 +24,11 @@ public static class PeersBench
 
     public static async Task<int> RunAsync(string[] args)
     {
-        int Option(string name, int fallback) =>
-            Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+        int Option(string name, int fallback) => BenchOptions.Int(args, name, fallback);
         var kills = Option("--kills", 30);
         var settle = TimeSpan.FromSeconds(Option("--settle", 60));
         var idle = Option("--idle", 300);
-        var tools = Array.IndexOf(args, "--tools") is var t and >= 0 && t + 1 < args.Length ? args[t + 1].Split(',') : ["supervisord", "PM2", "platform"];
+        var tools = BenchOptions.Text(args, "--tools")?.Split(',') ?? ["supervisord", "PM2", "platform"];
         await EnsurePeersAsync();
         var pm2Version = JsonDocument.Parse(await File.ReadAllTextAsync(Pm2Package)).RootElement.GetProperty("version").GetString();
         Console.WriteLine($"Peers: {System.Environment.ProcessorCount} cores; supervisord {(await RunAsync("/usr/bin/supervisord", ["--version"])).Trim()}, PM2 {pm2Version}, this platform ({Configuration})");

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Platform.Testing;
 using Platform.Testing.Chaos;
 using Platform.Testing.HostileInput;
@@ -16,8 +15,7 @@ public static class ReliabilityBench
 {
     public static async Task<int> RunAsync(string[] args)
     {
-        int Option(string name, int fallback) =>
-            Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+        int Option(string name, int fallback) => BenchOptions.Int(args, name, fallback);
         var rounds = Option("--rounds", 3);
         var soak = Option("--soak", 300);
         var cases = Option("--fuzz", 150);
