@@ -34,7 +34,9 @@ public sealed class SupervisorRestartTests : SupervisorTestBase
         // Not before its time (the clock was not reset by the restart), and then it starts.
         while (DateTimeOffset.UtcNow < due - TimeSpan.FromMilliseconds(300))
         {
-            Assert.Equal(1, (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "crashy" })).Status.Generation);
+            var generation = (await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "crashy" })).Status.Generation;
+            // Judged by when the answer arrived: a call slowed past the due time by a loaded machine may see the start.
+            if (DateTimeOffset.UtcNow < due - TimeSpan.FromMilliseconds(300)) Assert.Equal(1, generation);
             await Task.Delay(50);
         }
         var second = await WaitAsync("crashy", w => w.Status.Generation == 2, "crashy generation 2");
