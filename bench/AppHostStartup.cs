@@ -26,8 +26,8 @@ public static class AppHostStartup
         // Both with the ports of their own settings (no randomising), so that readiness is probed on the services
         // themselves, the same way for both, and not through what the AppHost reports.
         var fixedPorts = new Dictionary<string, string> { ["DcpPublisher__RandomizePorts"] = "false" };
-        var bareProbes = BareAppHost.Names.Select((name, i) => new ReadyProbe(name, HttpReady($"http://127.0.0.1:{BareAppHost.HttpPort(i)}/health"))).ToArray();
-        var ourProbes = Services.Select(s => new ReadyProbe(s.Name, GrpcServing(GrpcUrl(s.Project)))).ToArray();
+        var bareProbes = BareAppHost.Names.Select((name, i) => new ReadyProbe(name, "Svc" + i, HttpReady($"http://127.0.0.1:{BareAppHost.HttpPort(i)}/health"))).ToArray();
+        var ourProbes = Services.Select(s => new ReadyProbe(s.Name, s.Project, GrpcServing(GrpcUrl(s.Project)))).ToArray();
 
         // One run of each first, not counted: the first start after a build reads everything from disk.
         await MeasureAsync("bare warm-up", baseline, bareProbes, fixedPorts);
@@ -60,8 +60,8 @@ public static class AppHostStartup
         ("monitor", "Platform.AgentMonitor"), ("supervisor", "Platform.Supervisor"),
     ];
 
-    /// <summary>A service's readiness check: true once it answers ready.</summary>
-    private sealed record ReadyProbe(string Name, Func<Task<bool>> IsReady);
+    /// <summary>A service's readiness check (true once it answers ready), and the name of its executable.</summary>
+    private sealed record ReadyProbe(string Name, string Executable, Func<Task<bool>> IsReady);
 
     private static async Task<(TimeSpan, double)> MeasureAsync(string label, string dll, ReadyProbe[] probes, Dictionary<string, string> environment)
     {
@@ -73,10 +73,13 @@ public static class AppHostStartup
             var readyAt = await WaitForAllAsync(host, probes, clock, TimeSpan.FromSeconds(90));
             clock.Stop();
             var rss = TreeRssMiB(host.Pid);
+            var launchedAt = LaunchedAt(host.Pid, probes);
+            var cpu = CpuByProgram(host.Pid);
             var stop = Stopwatch.StartNew();
             var code = await host.TerminateAsync(TimeSpan.FromSeconds(60));
-            var timeline = string.Join(", ", probes.Select((p, i) => $"{p.Name} {readyAt[i].TotalSeconds:0.00}"));
+            var timeline = string.Join(", ", probes.Select((p, i) => $"{p.Name} {launchedAt[i]:0.00}->{readyAt[i].TotalSeconds:0.00}"));
             Console.WriteLine($"  {label}: ready in {clock.Elapsed.TotalSeconds:0.000} s ({timeline}), {rss:0} MiB in the tree; stopped in {stop.Elapsed.TotalSeconds:0.0} s (exit {code})");
+            Console.WriteLine($"    CPU s by program until then: {cpu}");
             await Task.Delay(TimeSpan.FromSeconds(3)); // DCP finishes its cleanup after the AppHost exits
             return (clock.Elapsed, rss);
         }
@@ -86,21 +89,35 @@ public static class AppHostStartup
         }
     }
 
-    /// <summary>Polls every probe every 20 ms; when each first answered ready, from the AppHost's start.</summary>
+    /// <summary>
+    /// Polls each probe every 20 ms, each in a loop of its own (a call that hangs on one service, say on a port whose
+    /// listener is up before the service answers, delays nobody else's reading); when each first answered ready.
+    /// </summary>
     private static async Task<TimeSpan[]> WaitForAllAsync(AppHostProcess host, ReadyProbe[] probes, Stopwatch clock, TimeSpan timeout)
     {
-        var readyAt = new TimeSpan?[probes.Length];
-        while (readyAt.Any(r => r is null))
+        using var stop = new CancellationTokenSource();
+        var watchdog = Task.Run(async () =>
         {
-            if (clock.Elapsed > timeout) throw new TimeoutException($"not every service answered ready in {timeout}:\n{host.Output}");
-            if (host.HasExited) throw new InvalidOperationException("the AppHost exited:\n" + host.Output);
-            await Task.WhenAll(probes.Select(async (probe, i) =>
+            while (!stop.IsCancellationRequested)
             {
-                if (readyAt[i] is null && await probe.IsReady()) readyAt[i] = clock.Elapsed;
-            }));
-            await Task.Delay(20);
-        }
-        return readyAt.Select(r => r!.Value).ToArray();
+                if (clock.Elapsed > timeout) throw new TimeoutException($"not every service answered ready in {timeout}:\n{host.Output}");
+                if (host.HasExited) throw new InvalidOperationException("the AppHost exited:\n" + host.Output);
+                await Task.Delay(100);
+            }
+        });
+        var readings = Task.WhenAll(probes.Select(async probe =>
+        {
+            while (!await probe.IsReady())
+            {
+                if (watchdog.IsCompleted) await watchdog; // rethrows why we gave up
+                await Task.Delay(20);
+            }
+            return clock.Elapsed;
+        }));
+        var first = await Task.WhenAny(readings, watchdog);
+        stop.Cancel();
+        if (first == watchdog) await watchdog;
+        return await readings;
     }
 
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(2) };
@@ -129,6 +146,46 @@ public static class AppHostStartup
         var roots = AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid);
         var tree = roots.SelectMany(r => ProcFs.Tree(r, all)).DistinctBy(p => p.Pid).ToList();
         return ProcFs.Usage(tree).RssBytes / 1024.0 / 1024.0;
+    }
+
+    /// <summary>
+    /// When each service's process was started, in seconds after the AppHost's (from /proc, 10 ms ticks), so that a
+    /// slow start can be told apart into "launched late" (the waits) and "slow to answer" (the service).
+    /// </summary>
+    private static double?[] LaunchedAt(int appHostPid, ReadyProbe[] probes)
+    {
+        var all = ProcFs.All();
+        var tree = AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid).SelectMany(r => ProcFs.Tree(r, all)).ToList();
+        if (ProcFs.ReadStat(appHostPid) is not { } host) return new double?[probes.Length];
+        return probes.Select(probe =>
+        {
+            var process = tree.FirstOrDefault(p => Path.GetFileName(Program0(p.Pid)) == probe.Executable);
+            return process.Pid == 0 ? (double?)null : (process.StartTime - host.StartTime) / (double)ProcFs.TicksPerSecond;
+        }).ToArray();
+    }
+
+    /// <summary>CPU seconds each program of the tree had used, largest first (where start-up time goes on two cores).</summary>
+    private static string CpuByProgram(int appHostPid)
+    {
+        var all = ProcFs.All();
+        var tree = AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid).SelectMany(r => ProcFs.Tree(r, all)).DistinctBy(p => p.Pid);
+        return string.Join(", ", tree
+            .GroupBy(p => { var name = Path.GetFileName(Program0(p.Pid)); return name == "dotnet" ? "dotnet " + Path.GetFileName(Program1(p.Pid)) : name; })
+            .Select(g => (g.Key, Seconds: g.Sum(p => (double)(p.UserTicks + p.SystemTicks)) / ProcFs.TicksPerSecond))
+            .OrderByDescending(g => g.Seconds)
+            .Select(g => $"{g.Key} {g.Seconds:0.00}"));
+    }
+
+    private static string Program1(int pid)
+    {
+        try { var args = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0'); return args.Length > 1 ? args[1] : ""; }
+        catch (IOException) { return ""; }
+    }
+
+    private static string Program0(int pid)
+    {
+        try { return File.ReadAllText($"/proc/{pid}/cmdline").Split('\0')[0]; }
+        catch (IOException) { return ""; }
     }
 
     private static double Median(IEnumerable<double> values)
