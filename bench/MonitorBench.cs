@@ -244,7 +244,7 @@ public static class MonitorBench
 
     // ---------------------------------------------------------------- helpers
 
-    private sealed class InProcessEngine(ServiceProvider services) : IAsyncDisposable
+    internal sealed class InProcessEngine(ServiceProvider services) : IAsyncDisposable
     {
         public MonitorEngine Engine { get; } = services.GetRequiredService<MonitorEngine>();
 
@@ -262,7 +262,7 @@ public static class MonitorBench
     }
 
     /// <summary>The real engine and probes, jitter off: a target's first probe is due at once.</summary>
-    private static async Task<InProcessEngine> EngineAsync(Action<MonitorOptions> configure)
+    internal static async Task<InProcessEngine> EngineAsync(Action<MonitorOptions> configure)
     {
         var services = new ServiceCollection()
             .AddLogging(l => l.SetMinimumLevel(LogLevel.Warning).AddConsole())
@@ -286,7 +286,7 @@ public static class MonitorBench
     /// Full cycles: all <paramref name="count"/> targets due at once (removed and added again, long interval), timed
     /// from the first add to the last probe's end. Two warm-up cycles first.
     /// </summary>
-    private static async Task<List<double>> CyclesAsync(InProcessEngine engine, Func<int, Target> make, int count, int cycles)
+    internal static async Task<List<double>> CyclesAsync(InProcessEngine engine, Func<int, Target> make, int count, int cycles)
     {
         var results = new List<double>();
         var done = 0;

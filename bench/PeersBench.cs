@@ -28,7 +28,8 @@ public static class PeersBench
         var kills = Option("--kills", 30);
         var settle = TimeSpan.FromSeconds(Option("--settle", 60));
         var idle = Option("--idle", 300);
-        var tools = BenchOptions.Text(args, "--tools")?.Split(',') ?? ["supervisord", "PM2", "platform"];
+        var tools = BenchOptions.Text(args, "--tools")?.Split(',') ?? ["supervisord", "PM2", "platform", PeersMonitoring.Tool];
+        var agents = (BenchOptions.Text(args, "--agents") ?? "50,500,5000").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToList();
         await EnsurePeersAsync();
         var pm2Version = JsonDocument.Parse(await File.ReadAllTextAsync(Pm2Package)).RootElement.GetProperty("version").GetString();
         Console.WriteLine($"Peers: {System.Environment.ProcessorCount} cores; supervisord {(await RunAsync("/usr/bin/supervisord", ["--version"])).Trim()}, PM2 {pm2Version}, this platform ({Configuration})");
@@ -37,7 +38,7 @@ public static class PeersBench
         var figures = new List<Figure>();
         try
         {
-            foreach (var kind in tools)
+            foreach (var kind in tools.Where(t => t != PeersMonitoring.Tool))
             {
                 var dir = Directory.CreateDirectory(Path.Combine(root, kind.ToLowerInvariant())).FullName;
                 var exe = Path.Combine(dir, $"psleep-{kind.ToLowerInvariant()}-{Guid.NewGuid().ToString("N")[..6]}");
@@ -58,6 +59,16 @@ public static class PeersBench
                 {
                     foreach (var pid in Running(exe)) AppHostProcess.Signal(pid, SIGKILL); // whatever a tool left
                 }
+            }
+            if (tools.Contains(PeersMonitoring.Tool) && agents.Count > 0)
+            {
+                // (7) One monitoring cycle: Tmux-Orchestrator's sequential captures beside the AgentMonitor's probes.
+                Console.WriteLine($"== monitoring: {PeersMonitoring.Tool} and platform");
+                await PeersMonitoring.RunAsync(root, agents, (row, tool, value, shown) =>
+                {
+                    figures.Add(new Figure(row, tool, value, shown));
+                    Console.WriteLine($"  {row}, {tool}: {shown}");
+                });
             }
         }
         finally
@@ -188,7 +199,7 @@ public static class PeersBench
 
     private static int Print(List<Figure> figures)
     {
-        var rows = new List<string[]> { new[] { "figure", "supervisord", "PM2", "platform", "platform vs best peer" } };
+        var rows = new List<string[]> { new[] { "figure", "supervisord", "PM2", PeersMonitoring.Tool, "platform", "platform vs best peer" } };
         foreach (var row in figures.Select(f => f.Row).Distinct())
         {
             string Cell(string tool) => figures.FirstOrDefault(f => f.Row == row && f.Tool == tool)?.Shown ?? "-";
@@ -202,7 +213,7 @@ public static class PeersBench
                     : ours.Value < best ? (ours.Value <= 0 ? "better (none)" : $"{best / ours.Value:0.0}x better")
                     : best <= 0 ? "behind" : $"{ours.Value / best:0.0}x behind";
             }
-            rows.Add([row, Cell("supervisord"), Cell("PM2"), Cell("platform"), verdict]);
+            rows.Add([row, Cell("supervisord"), Cell("PM2"), Cell(PeersMonitoring.Tool), Cell("platform"), verdict]);
         }
         Console.WriteLine();
         foreach (var line in Testing.Chaos.ChaosTable.Render(rows)) Console.WriteLine(line);
