@@ -29,6 +29,7 @@ public static class PeersBench
         var settle = TimeSpan.FromSeconds(Option("--settle", 60));
         var idle = Option("--idle", 300);
         var tools = BenchOptions.Text(args, "--tools")?.Split(',') ?? ["supervisord", "PM2", "platform", PeersMonitoring.Tool];
+        var scenarios = (BenchOptions.Text(args, "--scenarios") ?? "1,2,3,4,5,6,7").Split(',').Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToHashSet();
         var agents = (BenchOptions.Text(args, "--agents") ?? "50,500,5000").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToList();
         await EnsurePeersAsync();
         var pm2Version = JsonDocument.Parse(await File.ReadAllTextAsync(Pm2Package)).RootElement.GetProperty("version").GetString();
@@ -53,14 +54,14 @@ public static class PeersBench
                 Console.WriteLine($"== {kind}");
                 try
                 {
-                    await MeasureAsync(kind, New, exe, dir, kills, settle, idle, figures);
+                    await MeasureAsync(kind, New, exe, dir, kills, settle, idle, scenarios, figures);
                 }
                 finally
                 {
                     foreach (var pid in Running(exe)) AppHostProcess.Signal(pid, SIGKILL); // whatever a tool left
                 }
             }
-            if (tools.Contains(PeersMonitoring.Tool) && agents.Count > 0)
+            if (tools.Contains(PeersMonitoring.Tool) && agents.Count > 0 && scenarios.Contains(7))
             {
                 // (7) One monitoring cycle: Tmux-Orchestrator's sequential captures beside the AgentMonitor's probes.
                 Console.WriteLine($"== monitoring: {PeersMonitoring.Tool} and platform");
@@ -87,7 +88,7 @@ public static class PeersBench
     /// <summary>One row's figure for one tool: lower is better; <see cref="Shown"/> is how it reads.</summary>
     private sealed record Figure(string Row, string Tool, double Value, string Shown);
 
-    private static async Task MeasureAsync(string kind, Func<Tool> create, string exe, string dir, int kills, TimeSpan settle, int idle, List<Figure> figures)
+    private static async Task MeasureAsync(string kind, Func<Tool> create, string exe, string dir, int kills, TimeSpan settle, int idle, HashSet<int> scenarios, List<Figure> figures)
     {
         void Add(string row, double value, string shown)
         {
@@ -97,7 +98,7 @@ public static class PeersBench
         Managed Sleeper(int i) => new($"p{i:000}", exe, [$"{100000 + i}"], AtOnce: System.Environment.GetEnvironmentVariable("PEERS_PLAIN") is null);
 
         // (2) Start N, cold: from nothing to all N exec'd, the daemon's start included.
-        foreach (var n in new[] { 100, 300 })
+        foreach (var n in scenarios.Contains(2) ? new[] { 100, 300 } : [])
         {
             await using var cold = create();
             var clock = Stopwatch.StartNew();
@@ -111,7 +112,7 @@ public static class PeersBench
         await tool.StartAsync();
 
         // (2) Start N, warm: the daemon runs; from the command to all N exec'd.
-        foreach (var n in new[] { 100, 300 })
+        foreach (var n in scenarios.Contains(2) ? new[] { 100, 300 } : [])
         {
             var clock = Stopwatch.StartNew();
             await tool.AddAsync([.. Enumerable.Range(0, n).Select(Sleeper)]);
@@ -122,6 +123,7 @@ public static class PeersBench
         }
 
         // (1) Restart latency: SIGKILL of the program -> a new process of it exec'd, each tool set to restart at once.
+        if (scenarios.Contains(1))
         {
             await tool.AddAsync([new Managed("restarter", exe, ["100000"], AtOnce: true)]);
             await WaitForAsync(() => Running(exe).Count == 1, TimeSpan.FromSeconds(30), $"{kind}'s program");
@@ -146,7 +148,8 @@ public static class PeersBench
 
         // (3) and (4) Stop 20 trees: two children and an escaper (setsid, its parent alive; then double-forked, its
         // parent gone before the stop). Survivors are processes of the program still alive 2 s after the stop.
-        foreach (var (row, escaper) in new[] { ("stop 20 trees with a setsid escaper", $"setsid {exe} 100003 &"), ("stop 20 trees with a double-forked escaper", $"(setsid {exe} 100003 &);") })
+        var escapers = new[] { (3, "stop 20 trees with a setsid escaper", $"setsid {exe} 100003 &"), (4, "stop 20 trees with a double-forked escaper", $"(setsid {exe} 100003 &);") };
+        foreach (var (_, row, escaper) in escapers.Where(e => scenarios.Contains(e.Item1)))
         {
             var trees = Enumerable.Range(0, 20).Select(i => new Managed($"t{i:00}", "/bin/sh", ["-c", $"{exe} 100001 & {exe} 100002 & {escaper} wait"], AtOnce: true)).ToList();
             await tool.AddAsync(trees);
@@ -163,6 +166,7 @@ public static class PeersBench
 
         // (6) Restart storm: a program that exits 1 at once, with the tool's defaults, for 20 s; each start appends a
         // line to a file.
+        if (scenarios.Contains(6))
         {
             var starts = Path.Combine(dir, "storm.starts");
             await tool.AddAsync([new Managed("storm", "/bin/sh", ["-c", $"echo x >> {starts}; exit 1"], AtOnce: false)]);
@@ -173,15 +177,19 @@ public static class PeersBench
         }
 
         // (5) At rest: RSS and CPU of the supervising processes with 300 idle programs, after a settle.
+        if (scenarios.Contains(5))
         {
             await tool.AddAsync([.. Enumerable.Range(0, idle).Select(Sleeper)]);
             await WaitForAsync(() => Running(exe).Count == idle, TimeSpan.FromSeconds(120), $"{idle} programs of {kind}");
             await Task.Delay(settle);
             var pids = tool.Supervisors;
-            var before = pids.Select(Measure.Cpu).ToList();
+            var before = pids.Select(Measure.ThreadCpu).ToList();
+            var ticksBefore = pids.Select(Measure.Cpu).ToList();
             var clock = Stopwatch.StartNew();
             await Task.Delay(TimeSpan.FromSeconds(30));
-            var cpu = pids.Select((p, i) => (Measure.Cpu(p) - before[i]).TotalSeconds / clock.Elapsed.TotalSeconds * 100).ToList();
+            var cpu = pids.Select((p, i) => Measure.CpuBetween(before[i], Measure.ThreadCpu(p)).TotalSeconds / clock.Elapsed.TotalSeconds * 100).ToList();
+            var ticks = pids.Select((p, i) => (Measure.Cpu(p) - ticksBefore[i]).TotalSeconds / clock.Elapsed.TotalSeconds * 100).ToList();
+            Console.WriteLine($"  CPU at rest by the tick-sampled utime + stime instead: {ticks.Sum():0.00} %");
             var rss = pids.Select(Measure.Rss).ToList();
             Add($"RSS of the supervising processes, {idle} idle programs", rss.Sum(), $"{rss.Sum():0.0} MiB");
             Add($"CPU at rest, {idle} idle programs (30 s after a {settle.TotalSeconds:0} s settle)", cpu.Sum(), $"{cpu.Sum():0.00} %");
@@ -463,22 +471,35 @@ public static class PeersBench
         {
             var quiet = new Dictionary<string, string> { ["Logging__LogLevel__Default"] = "Warning" };
             string Data(string name) => Directory.CreateDirectory(Path.Combine(dir, "data", name)).FullName;
-            var registry = await ServiceProcess.StartAsync(Dll("Platform.SessionRegistry"), Data("registry"), quiet);
-            _services.Add(registry);
-            var launcher = await ServiceProcess.StartAsync(Dll("Platform.Launcher"), Data("launcher"), new Dictionary<string, string>(quiet)
+            // The registry, the Launcher and the Monitor at once (the two find the registry when it answers: their
+            // session and discovery calls retry), then the Supervisor, which launches as soon as it serves.
+            var registryUrl = $"http://127.0.0.1:{ServiceProcess.FreePort()}";
+            var starting = new[]
             {
-                ["services__registry__grpc__0"] = registry.GrpcUrl,
-                ["Launcher__AllowArbitraryCommands"] = "true",
-            });
-            _services.Add(launcher);
-            var monitor = await ServiceProcess.StartAsync(Dll("Platform.AgentMonitor"), Data("monitor"), new Dictionary<string, string>(quiet)
+                ServiceProcess.StartAsync(Dll("Platform.SessionRegistry"), Data("registry"), quiet, grpcUrl: registryUrl),
+                ServiceProcess.StartAsync(Dll("Platform.Launcher"), Data("launcher"), new Dictionary<string, string>(quiet)
+                {
+                    ["services__registry__grpc__0"] = registryUrl,
+                    ["Launcher__AllowArbitraryCommands"] = "true",
+                }),
+                ServiceProcess.StartAsync(Dll("Platform.AgentMonitor"), Data("monitor"), new Dictionary<string, string>(quiet)
+                {
+                    ["services__registry__grpc__0"] = registryUrl,
+                }),
+            };
+            try
             {
-                ["services__registry__grpc__0"] = registry.GrpcUrl,
-            });
-            _services.Add(monitor);
+                await Task.WhenAll(starting);
+            }
+            finally
+            {
+                _services.AddRange(starting.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result)); // stopped by DisposeAsync
+            }
+            var first = starting.Select(t => t.Result).ToArray();
+            var (launcher, monitor) = (first[1], first[2]);
             var supervisor = await ServiceProcess.StartAsync(Dll("Platform.Supervisor"), Data("supervisor"), new Dictionary<string, string>(quiet)
             {
-                ["services__registry__grpc__0"] = registry.GrpcUrl,
+                ["services__registry__grpc__0"] = registryUrl,
                 ["services__launcher__grpc__0"] = launcher.GrpcUrl,
                 ["services__monitor__grpc__0"] = monitor.GrpcUrl,
             });

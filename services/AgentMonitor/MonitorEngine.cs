@@ -239,8 +239,11 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
                     due.Clear();
                     continue;
                 }
-                var wait = next == long.MaxValue ? TimeSpan.FromSeconds(1)
-                    : TimeSpan.FromSeconds(Math.Clamp((next - _time.GetTimestamp()) / (double)_time.TimestampFrequency, 0, 1));
+                // Until the next probe is due or a target changes (Signal), but turning at least three times per
+                // StallAfter so that liveness can tell a stuck loop from an idle one: at rest, a turn every 10 s.
+                var longest = TimeSpan.FromTicks(Math.Max(_options.StallAfter.Ticks / 3, TimeSpan.TicksPerMillisecond * 100));
+                var wait = next == long.MaxValue ? longest
+                    : TimeSpan.FromSeconds(Math.Clamp((next - _time.GetTimestamp()) / (double)_time.TimestampFrequency, 0, longest.TotalSeconds));
                 if (wait > TimeSpan.Zero) await _wake.WaitAsync(wait, stoppingToken);
             }
         }
@@ -403,7 +406,7 @@ public sealed class MonitorEngine : BackgroundService, IHealthCheck
         _logger.Log(entry.Status.State == State.Unhealthy ? LogLevel.Warning : LogLevel.Debug, "{Target}: {State} ({Detail})", spec.Id, entry.Status.State, entry.Status.Detail);
     }
 
-    /// <summary>Liveness: the loop turns at least once a second while it runs; a loop stuck for
+    /// <summary>Liveness: the loop turns at least three times per StallAfter while it runs; a loop stuck for
     /// <see cref="MonitorOptions.StallAfter"/> fails <c>/alive</c> so its runner restarts the monitor.</summary>
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {

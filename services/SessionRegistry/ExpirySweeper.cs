@@ -36,11 +36,10 @@ public sealed class ExpirySweeper(
                     lastRenewal = now;
                 }
 
-                // Asleep until the first lease runs out, the lock is due, or MinTtl has passed (a lease registered
-                // meanwhile runs out no sooner), but at least a SweepInterval: at rest the sweeper wakes about once a
-                // second, not four times, and an expiry is still seen within a SweepInterval.
-                var wake = now + settings.MinTtl;
-                if (lastRenewal + renewEvery < wake) wake = lastRenewal + renewEvery;
+                // Asleep until the first lease runs out or the lock is due, but at least a SweepInterval; a lease
+                // registered meanwhile that runs out sooner wakes it (LeaseTable.LookingAt). At rest it wakes for the
+                // lock alone, and an expiry is still seen within a SweepInterval.
+                var wake = lastRenewal + renewEvery;
                 if (IsLeader)
                 {
                     var expired = engine.Leases.Expired(now, out var next);
@@ -54,7 +53,27 @@ public sealed class ExpirySweeper(
                 }
 
                 var pause = wake - time.GetUtcNow();
-                await Task.Delay(pause < settings.SweepInterval ? settings.SweepInterval : pause, time, stoppingToken);
+                if (pause < settings.SweepInterval)
+                {
+                    await Task.Delay(settings.SweepInterval, time, stoppingToken);
+                }
+                else
+                {
+                    // Checked again after it is armed: a lease added just before is seen now, not at the wake.
+                    var sooner = engine.Leases.LookingAt(wake);
+                    if (IsLeader && engine.Leases.Expired(time.GetUtcNow(), out var first).Count == 0 && (first is null || first.Value >= wake))
+                    {
+                        using var napping = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                        await Task.WhenAny(Task.Delay(pause, time, napping.Token), sooner);
+                        napping.Cancel(); // the delay's timer goes with it
+                        stoppingToken.ThrowIfCancellationRequested();
+                        if (sooner.IsCompleted) await Task.Delay(settings.SweepInterval, time, stoppingToken); // sweeps stay a SweepInterval apart
+                    }
+                    else if (!IsLeader)
+                    {
+                        await Task.Delay(pause, time, stoppingToken);
+                    }
+                }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {

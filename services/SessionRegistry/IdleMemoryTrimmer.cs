@@ -19,7 +19,7 @@ public sealed class IdleMemoryTrimmer(RegistryEngine engine, IOptions<RegistryOp
         var threshold = options.Value.TrimAfterWrites;
         if (threshold <= 0) return;
         var trimmedAt = 0L;
-        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        using var timer = new PeriodicTimer(Idle); // a look per idle spell: at rest it wakes every 2 s, and does nothing
         try
         {
             while (await timer.WaitForNextTickAsync(stoppingToken))

@@ -37,7 +37,28 @@ public sealed class LeaseTable
         }
     }
 
-    public void Add(string id, TimeSpan ttl, DateTimeOffset now) => _leases[id] = new Lease(ttl.Ticks, now.UtcTicks);
+    // When the sweeper means to look next (UTC ticks), and how to wake it sooner: a lease added that runs out before
+    // then pulls it forward. Renewals only push expiries later, so they never need to.
+    private long _nextLook = long.MaxValue;
+    private TaskCompletionSource _sooner = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public void Add(string id, TimeSpan ttl, DateTimeOffset now)
+    {
+        var lease = new Lease(ttl.Ticks, now.UtcTicks);
+        _leases[id] = lease;
+        if (lease.ExpireTicks < Volatile.Read(ref _nextLook)) Volatile.Read(ref _sooner).TrySetResult();
+    }
+
+    /// <summary>
+    /// The sweeper says when it looks next; the task completes if a lease that runs out sooner is added meanwhile.
+    /// </summary>
+    public Task LookingAt(DateTimeOffset next)
+    {
+        var sooner = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Volatile.Write(ref _sooner, sooner);
+        Volatile.Write(ref _nextLook, next.UtcTicks);
+        return sooner.Task;
+    }
 
     public bool TryGet(string id, out Lease lease) => _leases.TryGetValue(id, out lease!);
 

@@ -16,7 +16,8 @@ public sealed class RegistryOptions
     public TimeSpan MaxTtl { get; set; } = TimeSpan.FromHours(24);
 
     /// <summary>The sweeper's shortest pause: a lease that ran out is marked within it. At rest it sleeps until the
-    /// first lease runs out (at most MinTtl).</summary>
+    /// first lease runs out or its lock is due (LeaderLease / 3); a lease registered meanwhile that runs out sooner
+    /// wakes it.</summary>
     public TimeSpan SweepInterval { get; set; } = TimeSpan.FromMilliseconds(250);
 
     /// <summary>Events kept for watchers that resume from a revision (in memory and in the store).</summary>

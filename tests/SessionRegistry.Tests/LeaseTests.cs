@@ -63,6 +63,20 @@ public class LeaseTests : RegistryTestBase
     }
 
     [Fact]
+    public async Task A_short_lease_registered_while_the_sweeper_sleeps_wakes_it_and_expires_on_time()
+    {
+        // At rest the sweeper sleeps until its lock is due (LeaderLease / 3 = 5 s), not once per MinTtl.
+        using var watch = await WatchFromNowAsync();
+        await Task.Delay(300); // real time: the sweeper has armed its long sleep
+        var session = await RegisterAsync("lease", "short", ttl: TimeSpan.FromSeconds(1));
+
+        // Expired at 1 s within the nudges' 2 s: only a sweeper woken by the registration is looking by then.
+        var expired = Assert.Single(await NudgeUntilAsync(ReadEventsAsync(watch.ResponseStream, 2), TimeSpan.FromSeconds(2)), e => e.Type == SessionEvent.Types.Type.Expired);
+        Assert.Equal(session.Id, expired.Session.Id);
+        Assert.Equal(session.ExpireTime, expired.Session.EndTime);
+    }
+
+    [Fact]
     public async Task A_lease_that_ran_out_cannot_be_renewed_even_before_the_sweeper_marks_it()
     {
         var session = await RegisterAsync("lease", "late", ttl: TimeSpan.FromSeconds(2));

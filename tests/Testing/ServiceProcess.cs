@@ -44,25 +44,28 @@ public sealed class ServiceProcess : IAsyncDisposable
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    /// <summary>Starts <paramref name="assemblyPath"/> and waits until it answers SERVING over grpc.health.v1.</summary>
-    public static async Task<ServiceProcess> StartAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null)
+    /// <summary>
+    /// Starts <paramref name="assemblyPath"/> and waits until it answers SERVING over grpc.health.v1; on
+    /// <paramref name="grpcUrl"/> when given (so that others can be told it before it runs), else on a free port.
+    /// </summary>
+    public static async Task<ServiceProcess> StartAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null, string? grpcUrl = null)
     {
         // A free port can be taken by another test between FreePort() and the service's bind: then try new ports.
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return await StartOnceAsync(assemblyPath, dataDirectory, environment, timeout);
+                return await StartOnceAsync(assemblyPath, dataDirectory, environment, timeout, grpcUrl);
             }
-            catch (InvalidOperationException e) when (attempt < 3 && e.Message.Contains("address already in use", StringComparison.Ordinal))
+            catch (InvalidOperationException e) when (grpcUrl is null && attempt < 3 && e.Message.Contains("address already in use", StringComparison.Ordinal))
             {
             }
         }
     }
 
-    private static async Task<ServiceProcess> StartOnceAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment, TimeSpan? timeout)
+    private static async Task<ServiceProcess> StartOnceAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment, TimeSpan? timeout, string? grpcUrl)
     {
-        var grpc = $"http://127.0.0.1:{FreePort()}";
+        var grpc = grpcUrl ?? $"http://127.0.0.1:{FreePort()}";
         var http = $"http://127.0.0.1:{FreePort()}";
         // Started through the platform's own reaper, not System.Diagnostics.Process: test processes that host a
         // launcher reap every child, and the two must not be mixed (docs/architecture.md §6).
