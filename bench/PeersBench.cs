@@ -135,7 +135,8 @@ public static class PeersBench
                 var current = Running(exe).Single();
                 var clock = Stopwatch.StartNew();
                 AppHostProcess.Signal(current, SIGKILL);
-                while (!Running(exe, newerThan: current).Any(p => p != current))
+                // The new process's pid comes after the killed one's (an armed successor is spawned before the kill).
+                while (!Running(exe, allocatedAfter: current).Any(p => p != current))
                     if (clock.Elapsed > TimeSpan.FromSeconds(10)) throw new TimeoutException($"{kind} did not restart its program within 10 s");
                 latencies.Add(clock.Elapsed.TotalMilliseconds);
             }
@@ -230,13 +231,20 @@ public static class PeersBench
 
     // ------------------------------------------------------------------ /proc
 
-    /// <summary>Live processes running <paramref name="exe"/> (after their exec), optionally only pids above one.</summary>
-    private static List<int> Running(string exe, int newerThan = 0)
+    /// <summary>
+    /// Live processes running <paramref name="exe"/> (after their exec); optionally only those whose pid was allocated
+    /// after <paramref name="allocatedAfter"/>'s, so that a poll reads few
+    /// /proc entries. Pids are allocated in order and wrap at kernel.pid_max (32,768 here), which this allows for.
+    /// </summary>
+    private static List<int> Running(string exe, int allocatedAfter = 0)
     {
+        var last = allocatedAfter == 0 ? 0 : LastPid();
+        bool Candidate(int pid) => allocatedAfter == 0
+            || (allocatedAfter <= last ? pid > allocatedAfter && pid <= last : pid > allocatedAfter || pid <= last);
         var found = new List<int>();
         foreach (var pid in ProcFs.Pids())
         {
-            if (pid <= newerThan) continue;
+            if (!Candidate(pid)) continue;
             string? target;
             try
             {
@@ -250,6 +258,9 @@ public static class PeersBench
         }
         return found;
     }
+
+    /// <summary>The pid the kernel allocated last (the fifth field of /proc/loadavg).</summary>
+    private static int LastPid() => int.Parse(File.ReadAllText("/proc/loadavg").Split(' ')[4], CultureInfo.InvariantCulture);
 
     private static async Task WaitForAsync(Func<bool> condition, TimeSpan timeout, string what)
     {
