@@ -41,7 +41,8 @@ public sealed class LogRotator(InstanceManager instances, IOptions<LauncherOptio
                 var path = Path.Combine(directory, name);
                 try
                 {
-                    if (!File.Exists(path) || new FileInfo(path).Length <= options.Value.MaxLogBytes) continue;
+                    var info = new FileInfo(path); // one stat: Exists reads it, Length reuses it
+                    if (!info.Exists || info.Length <= options.Value.MaxLogBytes) continue;
                     File.Copy(path, path + ".1", overwrite: true);
                     using (var file = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite)) file.SetLength(0);
                     rotated++;
