@@ -72,9 +72,10 @@ public static class AppHostStartup
             await using var host = AppHostProcess.Start(dll, state, environment);
             var readyAt = await WaitForAllAsync(host, probes, clock, TimeSpan.FromSeconds(90));
             clock.Stop();
-            var rss = TreeRssMiB(host.Pid);
-            var launchedAt = LaunchedAt(host.Pid, probes);
-            var cpu = CpuByProgram(host.Pid);
+            var tree = Tree(host.Pid);
+            var rss = ProcFs.Usage(tree.Select(p => p.Stat)).RssBytes / 1024.0 / 1024.0;
+            var launchedAt = LaunchedAt(host.Pid, tree, probes);
+            var cpu = CpuByProgram(tree);
             var stop = Stopwatch.StartNew();
             var code = await host.TerminateAsync(TimeSpan.FromSeconds(60));
             var timeline = string.Join(", ", probes.Select((p, i) => $"{p.Name} {launchedAt[i]:0.00}->{readyAt[i].TotalSeconds:0.00}"));
@@ -139,54 +140,48 @@ public static class AppHostStartup
         return json.RootElement.GetProperty("Kestrel").GetProperty("Endpoints").GetProperty("grpc").GetProperty("Url").GetString()!;
     }
 
-    /// <summary>The AppHost's process tree plus DCP's (which it detaches), with everything DCP started.</summary>
-    private static double TreeRssMiB(int appHostPid)
+    /// <summary>
+    /// The AppHost's process tree plus DCP's (which it detaches), with everything DCP started, read once: each process
+    /// with its program (the executable's file name, or "dotnet X.dll" for the dotnet host).
+    /// </summary>
+    private static List<(ProcStat Stat, string Program)> Tree(int appHostPid)
     {
         var all = ProcFs.All();
-        var roots = AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid);
-        var tree = roots.SelectMany(r => ProcFs.Tree(r, all)).DistinctBy(p => p.Pid).ToList();
-        return ProcFs.Usage(tree).RssBytes / 1024.0 / 1024.0;
+        return AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid)
+            .SelectMany(r => ProcFs.Tree(r, all)).DistinctBy(p => p.Pid)
+            .Select(p => (p, Program(p.Pid))).ToList();
+    }
+
+    private static string Program(int pid)
+    {
+        string[] args;
+        try { args = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0'); }
+        catch (IOException) { return ""; }
+        var name = Path.GetFileName(args[0]);
+        return name == "dotnet" && args.Length > 1 ? "dotnet " + Path.GetFileName(args[1]) : name;
     }
 
     /// <summary>
     /// When each service's process was started, in seconds after the AppHost's (from /proc, 10 ms ticks), so that a
     /// slow start can be told apart into "launched late" (the waits) and "slow to answer" (the service).
     /// </summary>
-    private static double?[] LaunchedAt(int appHostPid, ReadyProbe[] probes)
+    private static double?[] LaunchedAt(int appHostPid, List<(ProcStat Stat, string Program)> tree, ReadyProbe[] probes)
     {
-        var all = ProcFs.All();
-        var tree = AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid).SelectMany(r => ProcFs.Tree(r, all)).ToList();
-        if (ProcFs.ReadStat(appHostPid) is not { } host) return new double?[probes.Length];
+        if (tree.FirstOrDefault(p => p.Stat.Pid == appHostPid).Stat is not { Pid: > 0 } host) return new double?[probes.Length];
         return probes.Select(probe =>
         {
-            var process = tree.FirstOrDefault(p => Path.GetFileName(Program0(p.Pid)) == probe.Executable);
+            var process = tree.FirstOrDefault(p => p.Program == probe.Executable).Stat;
             return process.Pid == 0 ? (double?)null : (process.StartTime - host.StartTime) / (double)ProcFs.TicksPerSecond;
         }).ToArray();
     }
 
     /// <summary>CPU seconds each program of the tree had used, largest first (where start-up time goes on two cores).</summary>
-    private static string CpuByProgram(int appHostPid)
-    {
-        var all = ProcFs.All();
-        var tree = AppHostProcess.DcpProcesses(appHostPid).Append(appHostPid).SelectMany(r => ProcFs.Tree(r, all)).DistinctBy(p => p.Pid);
-        return string.Join(", ", tree
-            .GroupBy(p => { var name = Path.GetFileName(Program0(p.Pid)); return name == "dotnet" ? "dotnet " + Path.GetFileName(Program1(p.Pid)) : name; })
-            .Select(g => (g.Key, Seconds: g.Sum(p => (double)(p.UserTicks + p.SystemTicks)) / ProcFs.TicksPerSecond))
+    private static string CpuByProgram(List<(ProcStat Stat, string Program)> tree) =>
+        string.Join(", ", tree
+            .GroupBy(p => p.Program)
+            .Select(g => (g.Key, Seconds: g.Sum(p => (double)(p.Stat.UserTicks + p.Stat.SystemTicks)) / ProcFs.TicksPerSecond))
             .OrderByDescending(g => g.Seconds)
             .Select(g => $"{g.Key} {g.Seconds:0.00}"));
-    }
-
-    private static string Program1(int pid)
-    {
-        try { var args = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0'); return args.Length > 1 ? args[1] : ""; }
-        catch (IOException) { return ""; }
-    }
-
-    private static string Program0(int pid)
-    {
-        try { return File.ReadAllText($"/proc/{pid}/cmdline").Split('\0')[0]; }
-        catch (IOException) { return ""; }
-    }
 
     private static double Median(IEnumerable<double> values)
     {

@@ -326,14 +326,14 @@ public static class MonitorBench
 
     private static double Median(List<double> values) => values.Count == 0 ? double.NaN : values.Order().ElementAt(values.Count / 2);
 
-    private static async Task Run(string executable, params string[] args)
+    internal static async Task Run(string executable, params string[] args)
     {
         var process = ChildReaper.Shared.Spawn(new SpawnRequest(executable, args, Env));
         var status = await process.Exited;
         if (status.Code != 0) throw new InvalidOperationException($"{executable} {string.Join(' ', args)}: {status}");
     }
 
-    private static async Task<string> Output(string executable, params string[] args)
+    internal static async Task<string> Output(string executable, params string[] args)
     {
         var process = ChildReaper.Shared.Spawn(new SpawnRequest(executable, args, Env, Stdout: StdioTarget.Pipe));
         using var reader = new StreamReader(process.StandardOutput!);

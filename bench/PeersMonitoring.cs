@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using Google.Protobuf.WellKnownTypes;
 using Platform.Monitor.V1;
-using Platform.ProcessControl;
 
 namespace Platform.Bench;
 
@@ -19,11 +18,6 @@ internal static class PeersMonitoring
 {
     public const string Tool = "Tmux-Orchestrator";
     private const int SequentialSample = 200;
-
-    private static readonly Dictionary<string, string> Env = new()
-    {
-        ["PATH"] = Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin", ["TERM"] = "xterm",
-    };
 
     /// <param name="add">(row, tool, value, shown): one figure of the peers' table.</param>
     public static async Task RunAsync(string root, IReadOnlyList<int> sizes, Action<string, string, double, string> add)
@@ -56,7 +50,7 @@ internal static class PeersMonitoring
 
             var sample = Math.Min(n, SequentialSample);
             clock.Restart();
-            foreach (var target in targets.Take(sample)) await TmuxAsync(socket, "capture-pane", "-p", "-t", target);
+            foreach (var target in targets.Take(sample)) await TmuxAsync(socket, check: false, "capture-pane", "-p", "-t", target);
             var sequential = clock.Elapsed.TotalMilliseconds * n / sample;
             add(row, Tool, sequential, sample == n ? $"{sequential:N0} ms" : $"{sequential:N0} ms ({sample} timed)");
 
@@ -80,7 +74,7 @@ internal static class PeersMonitoring
     /// windows per tmux command; the server ignores any tmux.conf. The agents' targets, in order.</summary>
     private static async Task<List<string>> CreatePanesAsync(string socket, int n)
     {
-        await TmuxAsync(socket, "new-session", "-d", "-s", "agents", "-x", "120", "-y", "30", "sleep 100000");
+        await TmuxAsync(socket, check: true, "new-session", "-d", "-s", "agents", "-x", "120", "-y", "30", "sleep 100000");
         var targets = new List<string>(n);
         for (var first = 1; first <= n; first += 50)
         {
@@ -91,21 +85,15 @@ internal static class PeersMonitoring
                 args.AddRange(["new-window", "-d", "-t", $"agents:{w}", $"echo agent {w} at work; exec sleep 100000"]);
                 targets.Add($"agents:{w}.0");
             }
-            await TmuxAsync(socket, [.. args]);
+            await TmuxAsync(socket, true, [.. args]);
         }
         return targets;
     }
 
-    private static Task TmuxAsync(string socket, params string[] args) => TmuxAsync(socket, true, args);
-
-    private static async Task TmuxAsync(string socket, bool check, params string[] args)
-    {
-        var process = ChildReaper.Shared.Spawn(new SpawnRequest("tmux", ["-f", "/dev/null", "-S", socket, .. args], Env, Stdout: StdioTarget.Pipe));
-        using var reader = new StreamReader(process.StandardOutput!);
-        await reader.ReadToEndAsync();
-        var status = await process.Exited.WaitAsync(TimeSpan.FromMinutes(1));
-        if (check && status.Code != 0) throw new InvalidOperationException($"tmux {string.Join(' ', args.Take(6))}: {status}");
-    }
+    /// <summary>A tmux command on the bench's server, ignoring any tmux.conf (MonitorBench's runners: to its end; a
+    /// failure throws unless <paramref name="check"/> is off).</summary>
+    private static Task TmuxAsync(string socket, bool check, params string[] args) =>
+        check ? MonitorBench.Run("tmux", ["-f", "/dev/null", "-S", socket, .. args]) : MonitorBench.Output("tmux", ["-f", "/dev/null", "-S", socket, .. args]);
 
     private const string PtyMax = "/proc/sys/kernel/pty/max";
 

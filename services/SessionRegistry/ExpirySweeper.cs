@@ -36,10 +36,12 @@ public sealed class ExpirySweeper(
                     lastRenewal = now;
                 }
 
-                // Asleep until the first lease runs out or the lock is due, but at least a SweepInterval; a lease
-                // registered meanwhile that runs out sooner wakes it (LeaseTable.LookingAt). At rest it wakes for the
-                // lock alone, and an expiry is still seen within a SweepInterval.
+                // Asleep until the first lease runs out or the lock is due, but at least a SweepInterval. Armed before
+                // the scan, so that a lease the scan misses (added after it) wakes the sweeper if it runs out before
+                // the lock is due (LeaseTable.LookingAt). At rest it wakes for the lock alone, and an expiry is still
+                // seen within a SweepInterval.
                 var wake = lastRenewal + renewEvery;
+                var sooner = engine.Leases.LookingAt(wake);
                 if (IsLeader)
                 {
                     var expired = engine.Leases.Expired(now, out var next);
@@ -56,24 +58,13 @@ public sealed class ExpirySweeper(
                 if (pause < settings.SweepInterval)
                 {
                     await Task.Delay(settings.SweepInterval, time, stoppingToken);
+                    continue;
                 }
-                else
-                {
-                    // Checked again after it is armed: a lease added just before is seen now, not at the wake.
-                    var sooner = engine.Leases.LookingAt(wake);
-                    if (IsLeader && engine.Leases.Expired(time.GetUtcNow(), out var first).Count == 0 && (first is null || first.Value >= wake))
-                    {
-                        using var napping = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-                        await Task.WhenAny(Task.Delay(pause, time, napping.Token), sooner);
-                        napping.Cancel(); // the delay's timer goes with it
-                        stoppingToken.ThrowIfCancellationRequested();
-                        if (sooner.IsCompleted) await Task.Delay(settings.SweepInterval, time, stoppingToken); // sweeps stay a SweepInterval apart
-                    }
-                    else if (!IsLeader)
-                    {
-                        await Task.Delay(pause, time, stoppingToken);
-                    }
-                }
+                using var napping = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                await Task.WhenAny(Task.Delay(pause, time, napping.Token), sooner);
+                napping.Cancel(); // the delay's timer goes with it
+                stoppingToken.ThrowIfCancellationRequested();
+                if (sooner.IsCompleted) await Task.Delay(settings.SweepInterval, time, stoppingToken); // sweeps stay a SweepInterval apart
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
