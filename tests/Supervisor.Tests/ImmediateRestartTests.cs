@@ -40,6 +40,26 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
     private static void Kill(long pid) => ProcessTree.Signal(ProcFs.Identify((int)pid)!.Value, ProcessTree.SIGKILL);
 
     [Fact]
+    public async Task The_successor_is_armed_a_moment_after_a_start_off_the_start_path_and_a_crash_meanwhile_still_restarts()
+    {
+        // Arming spawns a held process: work that must not delay starts. ArmAfter (1 s by default) after the start.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await ApplyAsync(Shell("deferred", "exec sleep 300", Immediate()));
+        var first = await RunningAsync("deferred", 1);
+        Assert.False((await InstanceAsync(first.Status.InstanceId)).SuccessorArmed);
+        await ArmedAsync(first.Status.InstanceId);
+        Assert.True(clock.Elapsed >= new SupervisorOptions().ArmAfter, $"armed after {clock.Elapsed.TotalMilliseconds:0} ms");
+
+        // A crash before the arm: restarted through the supervisor, then armed again once the restart is past ArmAfter.
+        await ApplyAsync(Shell("early", "exec sleep 300", Immediate()));
+        var early = await RunningAsync("early", 1);
+        Kill(early.Status.Pid);
+        var second = await RunningAsync("early", 2);
+        Assert.Equal("", (await InstanceAsync(early.Status.InstanceId)).SuccessorId);
+        await ArmedAsync(second.Status.InstanceId);
+    }
+
+    [Fact]
     public async Task A_crash_is_followed_by_the_armed_generation_started_by_the_launcher_and_counted_like_any_restart()
     {
         var first = await ArmedWorkloadAsync("instant");
@@ -99,7 +119,7 @@ public sealed class ImmediateRestartTests : SupervisorTestBase
         await RunningAsync("onfail", 2);
 
         // A clean exit: ON_FAILURE leaves it stopped, and the launcher, though armed, started nothing.
-        await ApplyAsync(Shell("clean", "sleep 1; exit 0", Immediate(mode: RestartPolicy.Types.Mode.OnFailure)));
+        await ApplyAsync(Shell("clean", "sleep 3; exit 0", Immediate(mode: RestartPolicy.Types.Mode.OnFailure))); // armed after ArmAfter (1 s)
         var running = await RunningAsync("clean", 1);
         Assert.True((await ArmedAsync(running.Status.InstanceId)).SuccessorArmed);
         var stopped = await WaitAsync("clean", w => w.Status.Phase == Phase.Stopped, "clean to stop after its clean exit");

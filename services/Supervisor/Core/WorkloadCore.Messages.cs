@@ -48,7 +48,7 @@ public static partial class WorkloadCore
                     Push(new Step.Reply());
                     break;
                 case CoreEvent.Tick:
-                    Push(new Step.Resync(), new Step.StartIfDue(), new Step.RefreshStable(), new Step.EnsureTargets());
+                    Push(new Step.Resync(), new Step.StartIfDue(), new Step.RefreshStable(), new Step.EnsureTargets(), new Step.ArmIfDue());
                     break;
                 default:
                     throw new ArgumentOutOfRangeException(nameof(e), e, "not a message");

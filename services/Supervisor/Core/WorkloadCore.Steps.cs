@@ -22,6 +22,9 @@ public static partial class WorkloadCore
                 case Step.AddTargets s: Await(s, new Call.AddTarget(s.Remaining[0])); break;
                 case Step.RemoveTargets s: Await(s, new Call.RemoveTargetsAndWait(Name, s.Generation)); break;
                 case Step.Arm: RunArm(); break;
+                case Step.ArmIfDue:
+                    if (_armAt != default && _now >= _armAt) Push(new Step.Arm());
+                    break;
                 case Step.Resync:
                     if (!_reconcileAgain || !_reconciled) break;
                     _reconcileAgain = false;
@@ -136,6 +139,14 @@ public static partial class WorkloadCore
             Save(Phase.Running, $"running generation {generation} (pid {instance.Pid})");
             _targetsAdded = false;
             if (instance.State == Instance.Types.State.Exited) HandleExit(instance, "exited", null);
+            else if (_options.ArmSuccessors && _options.ArmAfter > TimeSpan.Zero && _tracker.WouldRestartAtOnce(failed: true))
+            {
+                // Armed later (SupervisorOptions.ArmAfter), off the start path. An arm is the Launcher's for one
+                // instance: the new one has none yet.
+                _armed = null;
+                _armAt = _now + _options.ArmAfter;
+                Push(new Step.EnsureTargets());
+            }
             else Push(new Step.EnsureTargets(), new Step.Arm());
         }
 
@@ -251,6 +262,7 @@ public static partial class WorkloadCore
         /// </summary>
         private void RunArm()
         {
+            _armAt = default; // whatever was scheduled: this arming decides
             if (!_reconciled || _deleted || !HasInstance) return;
             var onFailure = _options.ArmSuccessors && _tracker.WouldRestartAtOnce(failed: true);
             if (!onFailure && _armed is null) return;

@@ -45,6 +45,7 @@ public static partial class WorkloadCore
         var tracker = Tracker(state, now);
         if (tracker.NextStartAt is { } next && next < wake) wake = next;
         if (state.RetryAt > now && state.RetryAt < wake) wake = state.RetryAt;
+        if (state.ArmAt > now && state.ArmAt < wake) wake = state.ArmAt;
         if (tracker.State.StartedAt is { } started && (tracker.ConsecutiveFailures > 0 || tracker.State.RecentRestarts.Count > 0) &&
             started + tracker.Policy.StableAfter is var stable && stable > now && stable < wake) wake = stable;
         return wake;
@@ -90,7 +91,7 @@ public static partial class WorkloadCore
         private string? _previousAttempt;
         private bool _launchPending, _reconciled, _reconcileAgain, _targetsAdded, _deleted, _waiting;
         private long _targetsGeneration, _caller;
-        private DateTimeOffset _retryAt;
+        private DateTimeOffset _retryAt, _armAt;
         private ArmedSuccessor? _armed;
         private StopOutcome? _lastStop;
         private Refusal? _lastRefusal;
@@ -110,6 +111,7 @@ public static partial class WorkloadCore
             _previousAttempt = s.PreviousAttempt;
             (_launchPending, _reconciled, _reconcileAgain, _targetsAdded, _deleted, _waiting) = (s.LaunchPending, s.Reconciled, s.ReconcileAgain, s.TargetsAdded, s.Deleted, s.Waiting);
             (_targetsGeneration, _caller, _retryAt, _armed, _lastStop, _lastRefusal) = (s.TargetsGeneration, s.Caller, s.RetryAt, s.Armed, s.LastStop, s.LastRefusal);
+            _armAt = s.ArmAt;
         }
 
         public WorkloadState Build() => _initial with
@@ -126,6 +128,7 @@ public static partial class WorkloadCore
             Deleted = _deleted,
             RetryAt = _retryAt,
             Armed = _armed,
+            ArmAt = _armAt,
             Todo = [.. _todo],
             Waiting = _waiting,
             Caller = _todo.Count == 0 ? 0 : _caller,

@@ -54,6 +54,10 @@ public sealed record WorkloadState
     /// <summary>The successor armed at the Launcher for the current instance, if any.</summary>
     public ArmedSuccessor? Armed { get; init; }
 
+    /// <summary>When to arm the current instance's successor (<see cref="SupervisorOptions.ArmAfter"/> after its start;
+    /// default: nothing scheduled).</summary>
+    public DateTimeOffset ArmAt { get; init; }
+
     /// <summary>What the message in hand still has to do, in order; the head may be waiting for a call's result.</summary>
     public ImmutableList<Step> Todo { get; init; } = [];
 
@@ -125,6 +129,9 @@ public abstract record Step
     /// <summary>Removes the generation's targets and waits for it (before new ones are added under the same ids).</summary>
     public sealed record RemoveTargets(long Generation) : Step;
     public sealed record Arm : Step;
+
+    /// <summary>Arms when <see cref="WorkloadState.ArmAt"/> has come.</summary>
+    public sealed record ArmIfDue : Step;
     /// <summary>An arm call made for generation <paramref name="Generation"/> (0: a disarm).</summary>
     public sealed record Arming(long Generation) : Step;
     /// <summary>Sets how the stop of the message in hand ended (after the steps the stop itself led to).</summary>
