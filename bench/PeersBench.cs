@@ -116,22 +116,17 @@ public static class PeersBench
         // to all N exec'd.
         foreach (var (n, timed) in scenarios.Contains(2) ? new[] { (100, false), (300, false), (100, true), (300, true) } : [])
         {
-            if (!timed)
-            {
-                await tool.AddAsync([.. Enumerable.Range(0, n).Select(Sleeper)]);
-                await WaitForAsync(() => Running(exe).Count == n, TimeSpan.FromSeconds(120), $"{n} programs of {kind}");
-                await tool.RemoveAllAsync();
-                await WaitForAsync(() => Running(exe).Count == 0, TimeSpan.FromSeconds(60), $"{kind}'s programs to stop");
-                continue;
-            }
             var cpuBefore = tool.Supervisors.Select(Measure.Cpu).ToList();
             var clock = Stopwatch.StartNew();
             await tool.AddAsync([.. Enumerable.Range(0, n).Select(Sleeper)]);
             var acknowledged = clock.Elapsed;
             await WaitForAsync(() => Running(exe).Count == n, TimeSpan.FromSeconds(120), $"{n} programs of {kind}");
-            var cpu = tool.Supervisors.Select((pid, i) => (Measure.Cpu(pid) - cpuBefore[i]).TotalMilliseconds);
-            Add($"start {n} on a running daemon", clock.Elapsed.TotalSeconds, $"{clock.Elapsed.TotalSeconds:0.000} s");
-            Console.WriteLine($"    acknowledged after {acknowledged.TotalMilliseconds:0} ms; CPU of the supervising processes: {string.Join(" + ", cpu.Select(c => $"{c:0} ms"))}");
+            if (timed)
+            {
+                var cpu = tool.Supervisors.Select((pid, i) => (Measure.Cpu(pid) - cpuBefore[i]).TotalMilliseconds);
+                Add($"start {n} on a running daemon", clock.Elapsed.TotalSeconds, $"{clock.Elapsed.TotalSeconds:0.000} s");
+                Console.WriteLine($"    acknowledged after {acknowledged.TotalMilliseconds:0} ms; CPU of the supervising processes: {string.Join(" + ", cpu.Select(c => $"{c:0} ms"))}");
+            }
             await tool.RemoveAllAsync();
             await WaitForAsync(() => Running(exe).Count == 0, TimeSpan.FromSeconds(60), $"{kind}'s programs to stop");
         }

@@ -284,12 +284,11 @@ public static partial class WorkloadCore
                 _armed = s.Generation > 0 ? new ArmedSuccessor(s.Generation, r.TraceParent) : null;
                 return;
             }
+            var refused = r.Error.Code is StatusCode.FailedPrecondition or StatusCode.Unimplemented;
             // The call may have landed unless the launcher said it did not: disarmed explicitly if the policy changes.
-            if (_armed is null && r.Error.Code is not (StatusCode.FailedPrecondition or StatusCode.Unimplemented)) _armed = new ArmedSuccessor(null, null);
+            if (_armed is null && !refused) _armed = new ArmedSuccessor(null, null);
             // Any other answer (a deadline, an internal error) with the launcher in reach: tried again ArmAfter later.
-            if (!r.Error.Unreachable && r.Error.Code is not (StatusCode.FailedPrecondition or StatusCode.Unimplemented) &&
-                s.Generation > 0 && _options.ArmAfter > TimeSpan.Zero)
-                _armAt = _now + _options.ArmAfter;
+            if (!refused && !r.Error.Unreachable && s.Generation > 0 && _options.ArmAfter > TimeSpan.Zero) _armAt = _now + _options.ArmAfter;
             // An older launcher (UNIMPLEMENTED), an instance that exited meanwhile (its EXITED is on its way), or the
             // launcher out of reach (armed again at the reconcile when it is back).
             Log(LogLevel.Debug, $"Workload {Name}: no successor armed for instance {Status.InstanceId}: {r.Error.Message}");
