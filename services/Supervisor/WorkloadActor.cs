@@ -125,8 +125,12 @@ public sealed class WorkloadActor
                 await HandleAsync(new CoreEvent.Tick());
                 if (_state.Deleted) break;
 
-                var delay = WorkloadCore.NextWake(_state, _time.GetUtcNow(), _options) - _time.GetUtcNow();
-                if (delay <= TimeSpan.Zero && _inbox.Reader.Count == 0 && WorkloadCore.StartDue(_state, _time.GetUtcNow())) continue;
+                // One reading of the clock: with two, a wake due between them (a timer that fired a little before
+                // the wall clock reached it, then a tick that found nothing due yet) gave a delay <= 0 and the loop
+                // waited for a message that might never come (an arm scheduled by ArmAt was then never made).
+                var now = _time.GetUtcNow();
+                var delay = WorkloadCore.NextWake(_state, now, _options) - now;
+                if (delay <= TimeSpan.Zero && _inbox.Reader.Count == 0 && WorkloadCore.StartDue(_state, now)) continue;
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(token);
                 var read = _inbox.Reader.WaitToReadAsync(wait.Token).AsTask();
                 if (delay > TimeSpan.Zero)

@@ -14,7 +14,12 @@ public static class MonitorProbes
     {
         var seen = new List<AgentStatus>();
         var deadline = DateTime.UtcNow + timeout;
-        var last = (await monitor.GetStatusAsync(new GetStatusRequest { TargetId = id })).LastProbeTime;
+        // The target may not be there yet (the supervisor adds its targets just after it reports RUNNING).
+        var last = (await Eventually.ValueAsync<AgentStatus?>(async () =>
+        {
+            try { return await monitor.GetStatusAsync(new GetStatusRequest { TargetId = id }); }
+            catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.NotFound) { return null; }
+        }, s => s is not null, timeout, $"target {id} to be added"))!.LastProbeTime;
         while (seen.Count < probes)
         {
             Assert.True(DateTime.UtcNow < deadline, $"{id} was probed {seen.Count} times of {probes} in {timeout}");

@@ -43,7 +43,8 @@ public static partial class WorkloadCore
             (state.TargetsAdded || state.Workload.Status.InstanceId.Length == 0);
         var wake = now + (quiet ? options.QuietResyncInterval : options.ResyncInterval);
         var tracker = Tracker(state, now);
-        if (tracker.NextStartAt is { } next && next < wake) wake = next;
+        // A start waits for RetryAt too (a launcher out of reach): due then, not now, or the loop would wait for a message.
+        if (tracker.NextStartAt is { } next && next < wake) wake = next > state.RetryAt ? next : state.RetryAt;
         if (state.RetryAt > now && state.RetryAt < wake) wake = state.RetryAt;
         if (state.ArmAt > now && state.ArmAt < wake) wake = state.ArmAt;
         if (tracker.State.StartedAt is { } started && (tracker.ConsecutiveFailures > 0 || tracker.State.RecentRestarts.Count > 0) &&
