@@ -71,6 +71,28 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
         }
     }
 
+    public override Task<ListWorkloadHistoryResponse> ListWorkloadHistory(ListWorkloadHistoryRequest request, ServerCallContext context)
+    {
+        RequireName(request.Name);
+        var v = new Violations();
+        if (request.PageSize is < 0 or > MaxPageSize) v.Add("page_size", $"must be between 0 and {MaxPageSize}");
+        long before = 0;
+        if (request.PageToken.Length > 0 && (!PageToken.TryRead(request.PageToken, request.Name, out var after, out var error) ||
+                !long.TryParse(after, System.Globalization.CultureInfo.InvariantCulture, out before) || before <= 0))
+            v.Add("page_token", error ?? "is not a token from a previous ListWorkloadHistory call");
+        v.ThrowIfAny();
+        if (engine.Get(request.Name) is null) throw PlatformException.NotFound("workload", request.Name);
+        var size = request.PageSize == 0 ? 100 : request.PageSize;
+        var page = store.History(request.Name, before, size + 1);
+        var more = page.Count > size;
+        if (more) page.RemoveAt(size);
+        return Task.FromResult(new ListWorkloadHistoryResponse
+        {
+            Entries = { page },
+            NextPageToken = more ? PageToken.Write(page[^1].Sequence.ToString(System.Globalization.CultureInfo.InvariantCulture), request.Name) : "",
+        });
+    }
+
     private static void RequireName(string name)
     {
         if (name.Length == 0) throw PlatformException.Invalid("name", "is required");

@@ -101,6 +101,35 @@ public sealed class WorkloadStore : IDisposable
         }
     }
 
+    /// <summary>Up to <paramref name="limit"/> lines of a workload's history, newest first, older than sequence
+    /// <paramref name="before"/> (0: from the newest).</summary>
+    public List<HistoryEntry> History(string name, long before, int limit)
+    {
+        lock (_lock)
+        {
+            using var command = _connection.CreateCommand();
+            command.CommandText = """
+                SELECT seq, generation, time, event, detail FROM history
+                WHERE name = $name AND ($before = 0 OR seq < $before) ORDER BY seq DESC LIMIT $limit
+                """;
+            command.Parameters.AddWithValue("$name", name);
+            command.Parameters.AddWithValue("$before", before);
+            command.Parameters.AddWithValue("$limit", limit);
+            using var reader = command.ExecuteReader();
+            var lines = new List<HistoryEntry>();
+            while (reader.Read())
+                lines.Add(new HistoryEntry
+                {
+                    Sequence = reader.GetInt64(0),
+                    Generation = reader.GetInt64(1),
+                    Time = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(DateTimeOffset.Parse(reader.GetString(2), CultureInfo.InvariantCulture)),
+                    Event = reader.GetString(3),
+                    Detail = reader.GetString(4),
+                });
+            return lines;
+        }
+    }
+
     /// <summary>One line of a workload's history (started, exited, stopped, adopted, launch-failed); the caller holds
     /// the lock and the transaction.</summary>
     private void AddHistoryLocked(string name, long generation, DateTimeOffset time, string what, string detail)

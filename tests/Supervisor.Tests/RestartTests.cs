@@ -1,3 +1,4 @@
+using Grpc.Core;
 using Google.Protobuf.WellKnownTypes;
 using Platform.ProcessControl;
 using Platform.Supervisor.V1;
@@ -43,6 +44,48 @@ public sealed class SupervisorRestartTests : SupervisorTestBase
         Assert.Equal(2, second.Status.Generation);
         await Task.Delay(500);
         Assert.True((await LiveInstancesAsync("crashy")).Count <= 1);
+    }
+
+    [Fact]
+    public async Task A_workloads_history_lists_its_starts_and_exits_newest_first_in_pages_and_survives_a_SIGKILL_of_the_supervisor()
+    {
+        var quick = new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)) };
+        await ApplyAsync(Shell("historic", "exec sleep 300", quick));
+        var first = await RunningAsync("historic", 1);
+        ProcessTree.Signal(ProcFs.Identify((int)first.Status.Pid)!.Value, 9);
+        var second = await WaitAsync("historic", w => w.Status.Phase == Phase.Running && w.Status.Generation >= 2, "historic restarted");
+        await SupervisorProcess.KillAsync();
+        await StartSupervisorAsync();
+
+        var all = await Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "historic" });
+        Assert.Equal("", all.NextPageToken);
+        var lines = all.Entries.ToList();
+        // Newest first: the restart's start, the exit of generation 1 (killed by signal 9), the first start; then, after
+        // the SIGKILL of the supervisor, maybe an adoption line on top.
+        var started = lines.Where(l => l.Event == "started").ToList();
+        Assert.Equal([second.Status.Generation, 1L], started.Select(l => l.Generation));
+        var exit = Assert.Single(lines, l => l.Event == "exited");
+        Assert.Equal(1, exit.Generation);
+        Assert.Contains("9", exit.Detail);
+        Assert.True(lines.IndexOf(started[0]) < lines.IndexOf(exit) && lines.IndexOf(exit) < lines.IndexOf(started[1]), string.Join("; ", lines.Select(l => l.Event)));
+        Assert.Equal(lines.OrderByDescending(l => l.Sequence).Select(l => l.Sequence), lines.Select(l => l.Sequence));
+        Assert.Contains(first.Status.InstanceId, started[1].Detail);
+
+        // Paged one at a time: the same lines in the same order, each once.
+        var paged = new List<HistoryEntry>();
+        var token = "";
+        do
+        {
+            var page = await Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "historic", PageSize = 1, PageToken = token });
+            paged.AddRange(page.Entries);
+            token = page.NextPageToken;
+        } while (token.Length > 0);
+        Assert.Equal(lines.Select(l => l.Sequence), paged.Select(l => l.Sequence));
+
+        await AssertStatus(StatusCode.NotFound, Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "nobody" }).ResponseAsync, "nobody");
+        await AssertStatus(StatusCode.InvalidArgument, Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "historic", PageToken = "garbage" }).ResponseAsync, "page_token");
+        await AssertStatus(StatusCode.InvalidArgument, Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "historic", PageSize = 5000 }).ResponseAsync, "page_size");
+        await AssertStatus(StatusCode.InvalidArgument, Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "Not A Name" }).ResponseAsync, "name");
     }
 
     [Fact]
