@@ -63,6 +63,26 @@ public sealed class PolicyTests : SupervisorTestBase
     }
 
     [Fact]
+    public async Task Applying_the_same_spec_again_changes_nothing_and_a_changed_label_is_stored()
+    {
+        var spec = Shell("same", "exec sleep 300");
+        spec.Labels.Add("team", "a");
+        await ApplyAsync(spec);
+        var running = await RunningAsync("same", 1);
+
+        var again = await ApplyAsync(spec);
+        Assert.Equal(running.Revision, again.Revision);
+        Assert.Equal(running.UpdateTime, again.UpdateTime);
+        Assert.Equal(running.Status.InstanceId, again.Status.InstanceId);
+
+        spec.Labels["team"] = "b";
+        var relabelled = await ApplyAsync(spec);
+        Assert.True(relabelled.Revision > running.Revision);
+        Assert.Equal("b", relabelled.Labels["team"]);
+        Assert.Equal(running.Status.InstanceId, relabelled.Status.InstanceId); // a label is no reason to restart
+    }
+
+    [Fact]
     public async Task A_deleted_workload_is_stopped_said_so_to_watchers_and_can_be_created_afresh()
     {
         await ApplyAsync(Shell("phoenix", "exec sleep 300"));

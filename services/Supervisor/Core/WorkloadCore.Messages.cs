@@ -59,6 +59,14 @@ public static partial class WorkloadCore
         {
             var launchChanged = !spec.Launch.Equals(_w.Launch);
             var phase = Status.Phase;
+            if (!launchChanged && Equals(spec.RestartPolicy, _w.RestartPolicy) && Equals(spec.Health, _w.Health) &&
+                Equals(spec.StopGrace, _w.StopGrace) && spec.Labels.Equals(_w.Labels))
+            {
+                // The same spec again (an apply repeated, as `platformctl apply` of an unchanged file): nothing stored,
+                // the revision stays, the answer is the workload as it is.
+                Push(new Step.Reply());
+                return;
+            }
             if (launchChanged && (phase is Phase.BackingOff or Phase.CoolingOff || _launchPending))
             {
                 Fail(PlatformException.Conflict($"workload '{Name}' is {phase} (restarting); its launch spec cannot change now. Apply again once it runs, or restart it by hand"));
