@@ -92,13 +92,19 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
         };
         var token = context.CancellationToken;
 
+        var tailed = 0;
         foreach (var file in streams)
         {
-            foreach (var line in file.Tail(request.TailLines)) await responseStream.WriteAsync(file.Entry(line), token);
+            foreach (var line in file.Tail(request.TailLines))
+            {
+                await responseStream.WriteAsync(file.Entry(line), token);
+                tailed++;
+            }
         }
         if (!request.Follow) return;
-        // Headers now: a client that waits for them knows that everything written from here on will follow.
-        await context.WriteResponseHeadersAsync([]);
+        // Headers now (unless the tail's first line sent them): a client that waits for them knows that everything
+        // written from here on will follow.
+        if (tailed == 0) await context.WriteResponseHeadersAsync([]);
 
         while (!token.IsCancellationRequested)
         {
@@ -143,6 +149,7 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
                 collected.InsertRange(0, block.Take(count));
                 newlines = collected.Count(b => b == (byte)'\n');
             }
+            if (collected.Count == 0) return []; // an empty file has no lines (not one empty line)
             var text = Encoding.UTF8.GetString(collected.ToArray());
             var all = text.Split('\n');
             var complete = text.EndsWith('\n') ? all[..^1] : all;

@@ -85,10 +85,26 @@ public class LauncherTests : LauncherTestBase
         Assert.Equal(["out 3", $"hello {instance.Id}", "err 2", "err 3"], tail.Select(e => e.Text));
         Assert.Equal([LogEntry.Types.Stream.Stdout, LogEntry.Types.Stream.Stdout, LogEntry.Types.Stream.Stderr, LogEntry.Types.Stream.Stderr], tail.Select(e => e.Stream));
 
-        using var follow = Client.StreamLogs(new StreamLogsRequest { Id = instance.Id, Follow = true });
-        await follow.ResponseHeadersAsync;
-        File.AppendAllText(stdout, "appended later\n"); // as the child would
+        // An empty stream has no lines (not one empty line).
+        var stderr = Path.Combine(DataDirectory, "instances", instance.Id, "stderr.log");
+        var saved = File.ReadAllText(stderr);
+        File.WriteAllText(stderr, "");
+        using (var call = Client.StreamLogs(new StreamLogsRequest { Id = instance.Id, TailLines = 1 }))
+        {
+            tail.Clear();
+            while (await call.ResponseStream.MoveNext(CancellationToken.None)) tail.Add(call.ResponseStream.Current);
+        }
+        Assert.Equal([$"hello {instance.Id}"], tail.Select(e => e.Text));
+        File.WriteAllText(stderr, saved);
+
+        // Following after a tail (as `platformctl logs -f` asks): the tail, then what is written later.
+        using var follow = Client.StreamLogs(new StreamLogsRequest { Id = instance.Id, Follow = true, TailLines = 1 });
         using var cts = new CancellationTokenSource(Timeout);
+        Assert.True(await follow.ResponseStream.MoveNext(cts.Token));
+        Assert.Equal($"hello {instance.Id}", follow.ResponseStream.Current.Text);
+        Assert.True(await follow.ResponseStream.MoveNext(cts.Token));
+        Assert.Equal("err 3", follow.ResponseStream.Current.Text);
+        File.AppendAllText(stdout, "appended later\n"); // as the child would
         Assert.True(await follow.ResponseStream.MoveNext(cts.Token));
         Assert.Equal("appended later", follow.ResponseStream.Current.Text);
         await Client.StopInstanceAsync(new StopInstanceRequest { Id = instance.Id });
