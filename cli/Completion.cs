@@ -14,7 +14,8 @@ public static class Completion
                 Console.Write("""
                     # platformctl completion for bash: source <(platformctl completion bash)
                     _platformctl_complete() {
-                      local line="${COMP_LINE#* }" point=$((COMP_POINT - ${#COMP_LINE} + ${#COMP_LINE#* }))
+                      local line="${COMP_LINE#* }"
+                      local point=$((COMP_POINT - ${#COMP_LINE} + ${#line}))
                       local IFS=$'\n'
                       COMPREPLY=($(compgen -W "$(platformctl "[suggest:${point}]" "${line}" 2>/dev/null)" -- "${COMP_WORDS[COMP_CWORD]}"))
                     }

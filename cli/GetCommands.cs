@@ -46,17 +46,21 @@ public static class GetCommands
             } while (token.Length > 0);
         }
         if (Structured(c, name is null ? new ListWorkloadsResponse { Workloads = { all } } : all[0])) return ExitCode.Ok;
-        var now = DateTimeOffset.UtcNow;
-        var wide = c.Format == Format.Wide;
+        WorkloadTable(c.Out, all, DateTimeOffset.UtcNow, c.Format == Format.Wide);
+        return ExitCode.Ok;
+    }
+
+    /// <summary>The workloads table (its columns the golden test pins down).</summary>
+    public static void WorkloadTable(Output output, IEnumerable<Workload> all, DateTimeOffset now, bool wide)
+    {
         string[] header = wide ? ["NAME", "PHASE", "GEN", "RESTARTS", "PID", "AGE", "INSTANCE", "LAST EXIT", "NEXT START", "MESSAGE"] : ["NAME", "PHASE", "GEN", "RESTARTS", "PID", "AGE"];
-        c.Out.Table(header, all.Select(w =>
+        output.Table(header, all.Select(w =>
         {
             var s = w.Status ?? new WorkloadStatus();
             var row = new List<Cell> { w.Name, Phases.Cell(s.Phase), Number(s.Generation), Number(s.TotalRestarts), s.Pid == 0 ? "-" : Number(s.Pid), Output.Age(w.CreateTime, now) };
             if (wide) row.AddRange([Dash(s.InstanceId), s.LastExit is null ? "-" : WorkloadCommands.Exit(s.LastExit, now), Output.In(s.NextRestartTime, now), Dash(s.Message)]);
             return (IReadOnlyList<Cell>)row;
         }));
-        return ExitCode.Ok;
     }
 
     private static async Task<int> InstancesAsync(Context c, string? id, string? workload)

@@ -61,13 +61,13 @@ public static class WatchCommand
                 switch (change)
                 {
                     case Workload w:
-                        if (workloads.TryGetValue(w.Name, out var known) && known.Revision >= w.Revision) continue;
                         if (w.Status is { Phase: WorkloadStatus.Types.Phase.Stopped, Message: "deleted" })
                         {
-                            workloads.Remove(w.Name);
-                            if (!terminal) c.Out.Writer.WriteLine($"{DateTime.UtcNow:HH:mm:ss} workload/{w.Name} deleted");
+                            // Published with the revision of its last stored change (a deletion stores nothing more).
+                            if (workloads.Remove(w.Name) && !terminal) c.Out.Writer.WriteLine($"{DateTime.UtcNow:HH:mm:ss} workload/{w.Name} deleted");
                             break;
                         }
+                        if (workloads.TryGetValue(w.Name, out var known) && known.Revision >= w.Revision) continue;
                         workloads[w.Name] = w;
                         if (!terminal) Line(c, w, verdicts.GetValueOrDefault(w.Name));
                         break;
