@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Reflection;
 using System.Text;
 using System.Text.Json;
 using Google.Protobuf.WellKnownTypes;
@@ -29,7 +30,7 @@ public static class PeersBench
         var settle = TimeSpan.FromSeconds(Option("--settle", 60));
         var idle = Option("--idle", 300);
         var tools = BenchOptions.Text(args, "--tools")?.Split(',') ?? ["supervisord", "PM2", "platform", PeersMonitoring.Tool];
-        var scenarios = (BenchOptions.Text(args, "--scenarios") ?? "1,2,3,4,5,6,7").Split(',').Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToHashSet();
+        var scenarios = (BenchOptions.Text(args, "--scenarios") ?? "1,2,3,4,5,6,7,8").Split(',').Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToHashSet();
         var agents = (BenchOptions.Text(args, "--agents") ?? "50,500,5000").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToList();
         await EnsurePeersAsync();
         var pm2Version = JsonDocument.Parse(await File.ReadAllTextAsync(Pm2Package)).RootElement.GetProperty("version").GetString();
@@ -213,7 +214,34 @@ public static class PeersBench
             await tool.RemoveAllAsync();
             await WaitForAsync(() => Running(exe).Count == 0, TimeSpan.FromSeconds(60), $"{kind}'s programs to stop");
         }
+
+        // (8) The command line: the status of 300 programs as JSON (supervisorctl has no JSON: its status table), the
+        // wall time of the whole command from spawn to exit, 20 runs after one untimed.
+        if (scenarios.Contains(8))
+        {
+            await tool.AddAsync([.. Enumerable.Range(0, idle).Select(Sleeper)]);
+            await WaitForAsync(() => Running(exe).Count == idle, TimeSpan.FromSeconds(120), $"{idle} programs of {kind}");
+            foreach (var (label, command) in await tool.ListCommandsAsync())
+            {
+                var times = new List<double>();
+                for (var i = 0; i <= 20; i++)
+                {
+                    var clock = Stopwatch.StartNew();
+                    var output = await RunAsync(command[0], command[1..], tool.CommandEnvironment, check: false);
+                    if (i > 0) times.Add(clock.Elapsed.TotalMilliseconds);
+                    if (i == 0 && !output.Contains("p299", StringComparison.Ordinal)) throw new InvalidOperationException($"{label} did not list p299: {output[..Math.Min(500, output.Length)]}");
+                }
+                times.Sort();
+                var shown = $"{times[10]:0} ms (min {times[0]:0}, max {times[^1]:0})";
+                if (label.Length == 0) Add($"list {idle} programs ({string.Join(' ', ListedAs)}), median of 20", times[10], shown);
+                else Console.WriteLine($"  {label}: {shown}");
+            }
+            await tool.RemoveAllAsync();
+            await WaitForAsync(() => Running(exe).Count == 0, TimeSpan.FromSeconds(60), $"{kind}'s programs to stop");
+        }
     }
+
+    private static readonly string[] ListedAs = ["supervisorctl status,", "pm2 jlist,", "platformctl get workloads -o json"];
 
     private static int Print(List<Figure> figures)
     {
@@ -364,6 +392,13 @@ public static class PeersBench
         /// <summary>Stops every program (its whole tree, as far as the tool can) and forgets it.</summary>
         public abstract Task RemoveAllAsync();
 
+        /// <summary>The command that lists every program's status (the row's figure: label ""), and others to show
+        /// beside it (labelled).</summary>
+        public abstract Task<IReadOnlyList<(string Label, string[] Command)>> ListCommandsAsync();
+
+        /// <summary>The environment of the tool's commands.</summary>
+        public virtual IReadOnlyDictionary<string, string>? CommandEnvironment => null;
+
         /// <summary>The processes that supervise (what runs while the programs run).</summary>
         public abstract IReadOnlyList<int> Supervisors { get; }
 
@@ -437,6 +472,9 @@ public static class PeersBench
             await RunAsync("/usr/bin/supervisorctl", ["-c", _config, "update"]);
         }
 
+        public override Task<IReadOnlyList<(string, string[])>> ListCommandsAsync() =>
+            Task.FromResult<IReadOnlyList<(string, string[])>>([("", ["/usr/bin/supervisorctl", "-c", _config, "status"])]);
+
         public override IReadOnlyList<int> Supervisors => _daemon is null ? [] : [_daemon.Pid];
 
         public override async ValueTask DisposeAsync()
@@ -470,6 +508,11 @@ public static class PeersBench
 
         public override Task RemoveAllAsync() => RunAsync("pm2", ["delete", "all"], _env, check: false);
 
+        public override Task<IReadOnlyList<(string, string[])>> ListCommandsAsync() =>
+            Task.FromResult<IReadOnlyList<(string, string[])>>([("", ["pm2", "jlist"])]);
+
+        public override IReadOnlyDictionary<string, string>? CommandEnvironment => _env;
+
         public override IReadOnlyList<int> Supervisors =>
             File.Exists(Path.Combine(_env["PM2_HOME"], "pm2.pid")) ? [int.Parse(File.ReadAllText(Path.Combine(_env["PM2_HOME"], "pm2.pid")).Trim(), CultureInfo.InvariantCulture)] : [];
 
@@ -483,6 +526,7 @@ public static class PeersBench
         public readonly string[] Names = ["registry", "launcher", "monitor", "supervisor"];
         private readonly List<ServiceProcess> _services = [];
         private GrpcChannel? _channel;
+        private string _supervisorUrl = "";
         private Supervisor.V1.Supervisor.SupervisorClient _client = null!;
 
         private static string Dll(string name) => AppHostProcess.ProjectOutput(typeof(PeersBench).Assembly, name);
@@ -524,6 +568,7 @@ public static class PeersBench
                 ["services__monitor__grpc__0"] = monitor.GrpcUrl,
             });
             _services.Add(supervisor);
+            _supervisorUrl = supervisor.GrpcUrl;
             _channel = GrpcChannel.ForAddress(supervisor.GrpcUrl);
             _client = new Supervisor.V1.Supervisor.SupervisorClient(_channel);
         }
@@ -544,6 +589,24 @@ public static class PeersBench
         {
             var names = (await _client.ListWorkloadsAsync(new ListWorkloadsRequest { PageSize = 1000 })).Workloads.Select(w => w.Name);
             await Task.WhenAll(names.Select(n => _client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = n }).ResponseAsync));
+        }
+
+        /// <summary>platformctl as eng/install-platformctl.sh installs it (Native AOT; built here once), and beside
+        /// it the JIT build (dotnet platformctl.dll).</summary>
+        public override async Task<IReadOnlyList<(string, string[])>> ListCommandsAsync()
+        {
+            var endpoint = $"supervisor={_supervisorUrl}";
+            var jit = (string[])["dotnet", Dll("platformctl"), "--endpoint", endpoint, "get", "workloads", "-o", "json"];
+            var bin = Directory.CreateDirectory(Path.Combine(dir, "bin")).FullName;
+            var script = Path.Combine(Path.GetDirectoryName(typeof(PeersBench).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "PlatformRepoRoot").Value + "/")!, "eng", "install-platformctl.sh");
+            var installed = await RunAsync(script, [bin], check: false);
+            var native = Path.Combine(bin, "platformctl");
+            if (!installed.Contains("(native)", StringComparison.Ordinal) || !File.Exists(native))
+            {
+                Console.WriteLine($"  no Native AOT build here ({installed.Trim()}); the row is the JIT build's");
+                return [("", jit)];
+            }
+            return [("", [native, "--endpoint", endpoint, "get", "workloads", "-o", "json"]), ("the same with the JIT build (dotnet platformctl.dll)", jit)];
         }
 
         public override IReadOnlyList<int> Supervisors => [.. _services.Select(s => s.Pid)];

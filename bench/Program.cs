@@ -9,6 +9,8 @@ var scenarios = new Dictionary<string, Func<string[], Task<int>>>
     ["supervisor"] = SupervisorBench.RunAsync,
     ["reliability"] = ReliabilityBench.RunAsync,
     ["peers"] = PeersBench.RunAsync,
+    // platformctl beside supervisorctl and pm2: peers' scenario 8 alone (options as peers').
+    ["cli"] = a => PeersBench.RunAsync(["--scenarios", "8", "--tools", "supervisord,PM2,platform", .. a]),
 };
 
 if (args.Length == 0 || !scenarios.TryGetValue(args[0], out var scenario))
