@@ -18,8 +18,9 @@ namespace Platform.Cli;
 /// </summary>
 public static class Manifest
 {
-    public static List<Workload> Read(string text, string source)
+    public static List<Workload> Read(string text, string source, Func<string, string?>? environment = null)
     {
+        text = Interpolate(text, source, environment ?? Environment.GetEnvironmentVariable);
         var roots = new List<YamlNode>();
         try
         {
@@ -54,6 +55,37 @@ public static class Manifest
         var twice = workloads.GroupBy(w => w.Name).FirstOrDefault(g => g.Count() > 1);
         if (twice is not null) throw new CliException(ExitCode.Failed, $"{source}: workload '{twice.Key}' is declared twice");
         return workloads;
+    }
+
+    /// <summary>
+    /// <c>${NAME}</c> and <c>${NAME:-default}</c> from the environment, as docker compose does, so that one file serves
+    /// any checkout (<c>${PWD}</c>); <c>$${</c> is a literal <c>${</c>. A name that is not set, without a default, is
+    /// an error rather than an empty string. A <c>$</c> not followed by <c>{</c> (a shell script's <c>$i</c>) is left alone.
+    /// </summary>
+    public static string Interpolate(string text, string source, Func<string, string?> environment)
+    {
+        if (!text.Contains("${", StringComparison.Ordinal)) return text;
+        var result = new StringBuilder(text.Length);
+        for (var i = 0; i < text.Length; i++)
+        {
+            if (text[i] != '$' || i + 1 >= text.Length) { result.Append(text[i]); continue; }
+            if (text[i + 1] == '$' && i + 2 < text.Length && text[i + 2] == '{') { result.Append("${"); i += 2; continue; }
+            if (text[i + 1] != '{') { result.Append('$'); continue; }
+            var end = text.IndexOf('}', i + 2);
+            var line = text.AsSpan(0, i).Count('\n') + 1;
+            if (end < 0) throw new CliException(ExitCode.Failed, $"{source}:{line}: '${{' without its '}}' (write $${{ for a literal ${{)");
+            var expression = text[(i + 2)..end];
+            var dash = expression.IndexOf(":-", StringComparison.Ordinal);
+            var name = dash < 0 ? expression : expression[..dash];
+            if (name.Length == 0 || !name.All(ch => char.IsAsciiLetterOrDigit(ch) || ch == '_') || char.IsAsciiDigit(name[0]))
+                throw new CliException(ExitCode.Failed, $"{source}:{line}: '${{{expression}}}' is not ${{NAME}} or ${{NAME:-default}}");
+            var value = environment(name);
+            if (string.IsNullOrEmpty(value))
+                value = dash >= 0 ? expression[(dash + 2)..] : throw new CliException(ExitCode.Failed, $"{source}:{line}: ${{{name}}} is not set (set it, or write ${{{name}:-default}})");
+            result.Append(value);
+            i = end;
+        }
+        return result.ToString();
     }
 
     private static Workload One(YamlNode node, string source)

@@ -14,6 +14,8 @@ using OpenTelemetry.Trace;
 var heartbeat = Option("--heartbeat");
 var crashFile = Option("--crash-file");
 var interval = TimeSpan.FromMilliseconds(int.TryParse(Option("--interval-ms"), out var ms) ? ms : 200);
+foreach (var file in new[] { heartbeat, crashFile })
+    if (file is not null && Path.GetDirectoryName(Path.GetFullPath(file)) is { } directory) Directory.CreateDirectory(directory);
 
 using var source = new ActivitySource("Platform.Samples.Worker");
 using var tracing = Sdk.CreateTracerProviderBuilder().AddSource(source.Name).AddOtlpExporter().Build();
