@@ -1,4 +1,5 @@
 using System.Globalization;
+using Platform.Manifests;
 using Platform.Monitor.V1;
 using Platform.Supervisor.V1;
 using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
@@ -19,7 +20,8 @@ public static class WorkloadCommands
             {
                 throw new CliException(ExitCode.Failed, $"cannot read {file}: {e.Message}");
             }
-            workloads.AddRange(Manifest.Read(text, file == "-" ? "stdin" : file));
+            try { workloads.AddRange(Manifest.Read(text, file == "-" ? "stdin" : file)); }
+            catch (ManifestException e) { throw new CliException(ExitCode.Failed, e.Message); }
         }
         var failed = 0;
         var applied = new List<Workload>();

@@ -1,3 +1,5 @@
+using Platform.Manifests;
+
 namespace Platform.Cli.Tests;
 
 /// <summary>Workload files: interpolation and the shapes a file may take, in process.</summary>
@@ -13,9 +15,13 @@ public sealed class ManifestTests
         Assert.Equal("d", Manifest.Interpolate("${EMPTY:-d}", "f", Env));
         Assert.Equal("echo ${HOME_DIR} $i $$", Manifest.Interpolate("echo $${HOME_DIR} $i $$", "f", Env));
         Assert.Equal("f:2: ${NOPE} is not set (set it, or write ${NOPE:-default})",
-            Assert.Throws<CliException>(() => Manifest.Interpolate("a\n${NOPE}", "f", Env)).Message);
-        Assert.Contains("not ${NAME}", Assert.Throws<CliException>(() => Manifest.Interpolate("${1X}", "f", Env)).Message);
-        Assert.Contains("without its '}'", Assert.Throws<CliException>(() => Manifest.Interpolate("${HOME_DIR", "f", Env)).Message);
+            Assert.Throws<ManifestException>(() => Manifest.Interpolate("a\n${NOPE}", "f", Env)).Message);
+        // In values only: a comment may say ${ANYTHING}; a value's line is where it stands in the file.
+        Assert.Equal("/home/ada/bin/a", Assert.Single(Manifest.Read("# uses ${UNSET}\nname: a\nlaunch: {process: {executable: \"${HOME_DIR}/bin/a\"}}\n", "f", Env)).Launch.Process.Executable);
+        Assert.Equal("f:3: ${NOPE} is not set (set it, or write ${NOPE:-default})",
+            Assert.Throws<ManifestException>(() => Manifest.Read("# x\nname: a\nlabels: {a: \"${NOPE}\"}\n", "f", Env)).Message);
+        Assert.Contains("not ${NAME}", Assert.Throws<ManifestException>(() => Manifest.Interpolate("${1X}", "f", Env)).Message);
+        Assert.Contains("without its '}'", Assert.Throws<ManifestException>(() => Manifest.Interpolate("${HOME_DIR", "f", Env)).Message);
     }
 
     [Fact]
@@ -31,10 +37,10 @@ public sealed class ManifestTests
         Assert.Equal(["a", "b"], Manifest.Read("workloads:\n- {name: a}\n- {name: b}\n", "f", Env).Select(w => w.Name));
         Assert.Equal(["a", "b"], Manifest.Read("name: a\n---\nname: b\n---\n", "f", Env).Select(w => w.Name));
         Assert.Equal(["a"], Manifest.Read("""{"name": "a", "stop_grace": "3s"}""", "f", Env).Select(w => w.Name));
-        Assert.Contains("declared twice", Assert.Throws<CliException>(() => Manifest.Read("- {name: a}\n- {name: a}\n", "f", Env)).Message);
-        Assert.Contains("needs a name", Assert.Throws<CliException>(() => Manifest.Read("labels: {a: b}\n", "f", Env)).Message);
-        Assert.Contains("no workloads", Assert.Throws<CliException>(() => Manifest.Read("", "f", Env)).Message);
+        Assert.Contains("declared twice", Assert.Throws<ManifestException>(() => Manifest.Read("- {name: a}\n- {name: a}\n", "f", Env)).Message);
+        Assert.Contains("needs a name", Assert.Throws<ManifestException>(() => Manifest.Read("labels: {a: b}\n", "f", Env)).Message);
+        Assert.Contains("no workloads", Assert.Throws<ManifestException>(() => Manifest.Read("", "f", Env)).Message);
         Assert.Equal("f:1: workload.stopGrace must be a single value, not a list",
-            Assert.Throws<CliException>(() => Manifest.Read("{name: a, stopGrace: [1]}", "f", Env)).Message);
+            Assert.Throws<ManifestException>(() => Manifest.Read("{name: a, stopGrace: [1]}", "f", Env)).Message);
     }
 }

@@ -139,6 +139,49 @@ public sealed class PlatformAppTests : IAsyncLifetime
     private static int Pid(DistributedApplication app, string name) =>
         int.Parse(Snapshot(app, name).Properties.Single(p => p.Name == "executable.pid").Value!.ToString()!, System.Globalization.CultureInfo.InvariantCulture);
 
+    [Fact]
+    public async Task With_samples_the_declared_workloads_are_resources_that_show_their_live_phase_and_restarts_and_obey_their_commands()
+    {
+        var samples = Directory.CreateTempSubdirectory("platform-samples-").FullName;
+        var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.Platform_AppHost>(
+            ["--samples", $"PLATFORM_STATE_DIR={_stateDirectory}", $"PLATFORM_SAMPLES={samples}"]);
+        var app = await builder.BuildAsync();
+        _apps.Add(app);
+        await app.StartAsync().WaitAsync(Timeout);
+        string[] declared = ["worker", "flaky", "sleepy", "stubborn", "tmux-agent"];
+        var model = app.Services.GetRequiredService<DistributedApplicationModel>();
+        Assert.Equal(declared, model.Resources.OfType<WorkloadResource>().Select(r => r.Name));
+
+        static string? Property(ResourceEvent e, string name) => e.Snapshot.Properties.FirstOrDefault(p => p.Name == name)?.Value?.ToString();
+        static long Number(ResourceEvent e, string name) => long.TryParse(Property(e, name), System.Globalization.CultureInfo.InvariantCulture, out var n) ? n : -1;
+        Task<ResourceEvent> Until(string name, Func<ResourceEvent, bool> condition) => app.ResourceNotifications.WaitForResourceAsync(name, condition).WaitAsync(Timeout);
+
+        // Applied once the supervisor is healthy; each shows its live phase, generation and pid.
+        foreach (var name in declared) await Until(name, e => e.Snapshot.ResourceType == "Workload" && Property(e, "platform.generation") is not (null or "0"));
+        var worker = await Until("worker", e => e.Snapshot.State?.Text == "Running" && Number(e, "platform.pid") > 0);
+        Assert.NotNull(Platform.ProcessControl.ProcFs.Identify((int)Number(worker, "platform.pid")));
+        Assert.Matches("^[0-9a-f]{32}$", Property(worker, "platform.trace-id"));
+
+        // flaky crashes: its restart count rises as the supervisor restarts it.
+        await Until("flaky", e => Number(e, "platform.restarts") >= 1);
+        // sleepy goes quiet: the monitor's verdict is shown, IDLE.
+        await Until("sleepy", e => Property(e, "platform.verdict")?.Contains("IDLE", StringComparison.Ordinal) == true);
+
+        // The commands: restart makes a new generation; stop removes it from the supervisor; start applies it again.
+        var commands = app.Services.GetRequiredService<ResourceCommandService>();
+        var stubborn = model.Resources.OfType<WorkloadResource>().Single(r => r.Name == "stubborn");
+        var before = Number(await Until("stubborn", e => e.Snapshot.State?.Text == "Running"), "platform.generation");
+        Assert.True((await commands.ExecuteCommandAsync(stubborn, "workload-restart")).Success);
+        await Until("stubborn", e => Number(e, "platform.generation") == before + 1 && e.Snapshot.State?.Text == "Running");
+        var supervisor = new Supervisor.V1.Supervisor.SupervisorClient(PlatformChannel.Create(new Endpoints(app).Grpc("supervisor"), AppHostState.Read(_stateDirectory).Token));
+        Assert.True((await commands.ExecuteCommandAsync(stubborn, "workload-stop")).Success);
+        await Until("stubborn", e => e.Snapshot.State?.Text == "Stopped");
+        await GrpcAssert.StatusAsync(StatusCode.NotFound, supervisor.GetWorkloadAsync(new Supervisor.V1.GetWorkloadRequest { Name = "stubborn" }).ResponseAsync);
+        Assert.True((await commands.ExecuteCommandAsync(stubborn, "workload-start")).Success);
+        await Until("stubborn", e => e.Snapshot.State?.Text == "Running");
+        try { Directory.Delete(samples, recursive: true); } catch (IOException) { }
+    }
+
     /// <summary>The resource's snapshot now (the watch replays the current state of every resource first).</summary>
     private static CustomResourceSnapshot Snapshot(DistributedApplication app, string name) =>
         app.ResourceNotifications.WaitForResourceAsync(name, _ => true).WaitAsync(Timeout).GetAwaiter().GetResult().Snapshot;

@@ -7,7 +7,7 @@ using Platform.Supervisor.V1;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
-namespace Platform.Cli;
+namespace Platform.Manifests;
 
 /// <summary>
 /// Workloads from YAML or JSON: one workload, a list of them, <c>workloads: [...]</c>, or several YAML documents.
@@ -20,7 +20,6 @@ public static class Manifest
 {
     public static List<Workload> Read(string text, string source, Func<string, string?>? environment = null)
     {
-        text = Interpolate(text, source, environment ?? Environment.GetEnvironmentVariable);
         var roots = new List<YamlNode>();
         try
         {
@@ -30,8 +29,10 @@ public static class Manifest
         }
         catch (YamlException e)
         {
-            throw new CliException(ExitCode.Failed, $"{source}:{e.Start.Line}: not YAML or JSON: {e.InnerException?.Message ?? e.Message}");
+            throw new ManifestException($"{source}:{e.Start.Line}: not YAML or JSON: {e.InnerException?.Message ?? e.Message}");
         }
+        // Values only (as compose does), not comments or keys.
+        foreach (var root in roots) InterpolateValues(root, source, environment ?? Environment.GetEnvironmentVariable);
         var workloads = new List<Workload>();
         foreach (var root in roots)
         {
@@ -51,9 +52,9 @@ public static class Manifest
                     break;
             }
         }
-        if (workloads.Count == 0) throw new CliException(ExitCode.Failed, $"{source}: no workloads in it");
+        if (workloads.Count == 0) throw new ManifestException($"{source}: no workloads in it");
         var twice = workloads.GroupBy(w => w.Name).FirstOrDefault(g => g.Count() > 1);
-        if (twice is not null) throw new CliException(ExitCode.Failed, $"{source}: workload '{twice.Key}' is declared twice");
+        if (twice is not null) throw new ManifestException($"{source}: workload '{twice.Key}' is declared twice");
         return workloads;
     }
 
@@ -62,7 +63,7 @@ public static class Manifest
     /// any checkout (<c>${PWD}</c>); <c>$${</c> is a literal <c>${</c>. A name that is not set, without a default, is
     /// an error rather than an empty string. A <c>$</c> not followed by <c>{</c> (a shell script's <c>$i</c>) is left alone.
     /// </summary>
-    public static string Interpolate(string text, string source, Func<string, string?> environment)
+    public static string Interpolate(string text, string source, Func<string, string?> environment, int firstLine = 1)
     {
         if (!text.Contains("${", StringComparison.Ordinal)) return text;
         var result = new StringBuilder(text.Length);
@@ -72,20 +73,36 @@ public static class Manifest
             if (text[i + 1] == '$' && i + 2 < text.Length && text[i + 2] == '{') { result.Append("${"); i += 2; continue; }
             if (text[i + 1] != '{') { result.Append('$'); continue; }
             var end = text.IndexOf('}', i + 2);
-            var line = text.AsSpan(0, i).Count('\n') + 1;
-            if (end < 0) throw new CliException(ExitCode.Failed, $"{source}:{line}: '${{' without its '}}' (write $${{ for a literal ${{)");
+            var line = text.AsSpan(0, i).Count('\n') + firstLine;
+            if (end < 0) throw new ManifestException($"{source}:{line}: '${{' without its '}}' (write $${{ for a literal ${{)");
             var expression = text[(i + 2)..end];
             var dash = expression.IndexOf(":-", StringComparison.Ordinal);
             var name = dash < 0 ? expression : expression[..dash];
             if (name.Length == 0 || !name.All(ch => char.IsAsciiLetterOrDigit(ch) || ch == '_') || char.IsAsciiDigit(name[0]))
-                throw new CliException(ExitCode.Failed, $"{source}:{line}: '${{{expression}}}' is not ${{NAME}} or ${{NAME:-default}}");
+                throw new ManifestException($"{source}:{line}: '${{{expression}}}' is not ${{NAME}} or ${{NAME:-default}}");
             var value = environment(name);
             if (string.IsNullOrEmpty(value))
-                value = dash >= 0 ? expression[(dash + 2)..] : throw new CliException(ExitCode.Failed, $"{source}:{line}: ${{{name}}} is not set (set it, or write ${{{name}:-default}})");
+                value = dash >= 0 ? expression[(dash + 2)..] : throw new ManifestException($"{source}:{line}: ${{{name}}} is not set (set it, or write ${{{name}:-default}})");
             result.Append(value);
             i = end;
         }
         return result.ToString();
+    }
+
+    private static void InterpolateValues(YamlNode node, string source, Func<string, string?> environment)
+    {
+        switch (node)
+        {
+            case YamlScalarNode { Value: { } value } scalar:
+                scalar.Value = Interpolate(value, source, environment, (int)scalar.Start.Line);
+                break;
+            case YamlSequenceNode list:
+                foreach (var item in list.Children) InterpolateValues(item, source, environment);
+                break;
+            case YamlMappingNode map:
+                foreach (var value in map.Children.Values) InterpolateValues(value, source, environment);
+                break;
+        }
     }
 
     private static Workload One(YamlNode node, string source)
@@ -217,6 +234,9 @@ public static class Manifest
 
     private static string Key(YamlNode node) => node is YamlScalarNode scalar ? scalar.Value ?? "" : node.ToString();
 
-    private static CliException Wrong(YamlNode node, string source, string message) =>
-        new(ExitCode.Failed, $"{source}:{node.Start.Line}: {message}");
+    private static ManifestException Wrong(YamlNode node, string source, string message) =>
+        new($"{source}:{node.Start.Line}: {message}");
 }
+
+/// <summary>A workload file that cannot be read: where (file:line) and what is wrong, in one line.</summary>
+public sealed class ManifestException(string message) : Exception(message);
