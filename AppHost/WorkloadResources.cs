@@ -40,7 +40,7 @@ public static class WorkloadResourceExtensions
             {
                 ResourceType = ResourceType,
                 State = new ResourceStateSnapshot("Waiting for the supervisor", KnownResourceStateStyles.Info),
-                Properties = [new ResourcePropertySnapshot("workload.launch", Describe(spec.Launch))],
+                Properties = [WorkloadResourceService.Property("workload.launch", Describe(spec.Launch))],
             })
             .WithCommand("workload-restart", "Restart", context => CallAsync(context, (c, n) => c.RestartWorkloadAsync(new RestartWorkloadRequest { Name = n, Reason = "restarted from the dashboard" }).ResponseAsync),
                 new CommandOptions { IconName = "ArrowCounterclockwise", Description = "Stop the workload's tree and start a new generation now" })
@@ -272,6 +272,26 @@ internal sealed class WorkloadResourceService(
     private static ImmutableArray<ResourcePropertySnapshot> Set(ImmutableArray<ResourcePropertySnapshot> properties, (string Name, string Value)[] values)
     {
         var names = values.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
-        return [.. properties.Where(p => !names.Contains(p.Name)), .. values.Select(v => new ResourcePropertySnapshot(v.Name, v.Value))];
+        return [.. properties.Where(p => !names.Contains(p.Name)), .. values.Select(v => Property(v.Name, v.Value))];
     }
+
+    /// <summary>How the dashboard labels the properties; highlighted ones are shown without "show all".</summary>
+    private static readonly Dictionary<string, string> DisplayNames = new(StringComparer.Ordinal)
+    {
+        ["platform.phase"] = "Phase",
+        ["platform.generation"] = "Generation",
+        ["platform.pid"] = "Pid",
+        ["platform.restarts"] = "Restarts",
+        ["platform.restart.count"] = "Restarts counted against the limit",
+        ["platform.restart.next"] = "Next start at",
+        ["platform.instance"] = "Instance",
+        ["platform.last-exit"] = "Last exit",
+        ["platform.verdict"] = "Monitor's verdict",
+        ["platform.message"] = "Message",
+        ["platform.trace-id"] = "Trace id",
+        ["workload.launch"] = "Launch",
+    };
+
+    internal static ResourcePropertySnapshot Property(string name, string value) =>
+        new(name, value) { DisplayName = DisplayNames.GetValueOrDefault(name), IsHighlighted = true };
 }
