@@ -20,6 +20,17 @@ public sealed class SamplesTests(CliFixture platform) : IClassFixture<CliFixture
         return JsonDocument.Parse(run.Out).RootElement.Clone();
     }
 
+    /// <summary>Polls a monitor target until its verdict is <paramref name="state"/>; a target not added yet (exit 4) is
+    /// waited for.</summary>
+    private Task<JsonElement> TargetStateAsync(string id, string state) =>
+        Eventually.ValueAsync(async () =>
+            {
+                var run = await Cli.RunAsync(["get", "targets", id, "-o", "json"], Env);
+                Assert.True(run.Code is 0 or 4, run.ToString());
+                return run.Code == 0 ? JsonDocument.Parse(run.Out).RootElement.Clone() : default;
+            },
+            t => t.ValueKind == JsonValueKind.Object && Text(t, "state") == state, Timeout, $"{id} {state}");
+
     private static string Text(JsonElement e, params string[] path)
     {
         foreach (var p in path)
@@ -35,6 +46,11 @@ public sealed class SamplesTests(CliFixture platform) : IClassFixture<CliFixture
         var applied = await Cli.RunAsync(["apply", "-f", Path.Combine(Repository, "samples", "workloads.yaml")], Env);
         Assert.True(applied.Code == 0, applied.ToString());
         Assert.Equal(["worker", "flaky", "sleepy", "stubborn", "tmux-agent"], applied.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[0]["workload/".Length..]));
+
+        // sleepy and tmux-agent go IDLE on their own clocks (tmux-agent for 8 s only, before its rate limit): watched from
+        // now, while the rest of the test runs.
+        var sleepyIdle = TargetStateAsync("supervisor/sleepy/1/health", "IDLE");
+        var tmuxIdle = TargetStateAsync("supervisor/tmux-agent/1/health", "IDLE");
 
         // worker heartbeats its file under PLATFORM_SAMPLES (the interpolated path) and runs.
         await Eventually.ValueAsync(() => GetAsync("workload", "worker"), w => Text(w, "status", "phase") == "RUNNING", Timeout, "worker running");
@@ -54,11 +70,11 @@ public sealed class SamplesTests(CliFixture platform) : IClassFixture<CliFixture
         await Eventually.ValueAsync(() => GetAsync("workload", "flaky"), w => Generation(w) >= 2, Timeout, "flaky restarted");
 
         // sleepy goes quiet: IDLE from its output, and idle is not a failure (not restarted).
-        var idle = await Eventually.ValueAsync(() => GetAsync("targets", "supervisor/sleepy/1/health"), s => Text(s, "state") == "IDLE", Timeout, "sleepy IDLE");
+        await sleepyIdle;
         Assert.Equal(1, Generation(await GetAsync("workload", "sleepy")));
 
         // tmux-agent: IDLE by pattern while it waits for input, then UNHEALTHY (the rate limit) and restarted.
-        await Eventually.ValueAsync(() => GetAsync("targets", "supervisor/tmux-agent/1/health"), s => Text(s, "state") == "IDLE", Timeout, "tmux-agent IDLE");
+        await tmuxIdle;
         var again = await Eventually.ValueAsync(() => GetAsync("workload", "tmux-agent"), w => Generation(w) >= 2, Timeout, "tmux-agent restarted");
         Assert.StartsWith("unhealthy", Text(again, "status", "lastExit", "reason"));
         Assert.Contains("rate limit", Text(again, "status", "lastExit", "reason"));

@@ -52,7 +52,14 @@ public sealed class TraceTests : IAsyncLifetime
         await CrashAsync(crash, supervisorUrl, 3);
 
         // The Supervisor SIGKILLed: the AppHost's restart policy brings it back, and it carries on in the same trace.
-        await Task.Delay(TimeSpan.FromSeconds(2)); // the span export interval (OTEL_BSP_SCHEDULE_DELAY=1000)
+        // Killed once what it did so far is exported: generation 4 armed (its start span made) and every span's parent
+        // in the dashboard. A SIGKILL loses the spans a process has not exported yet (OTEL_BSP_SCHEDULE_DELAY=1000);
+        // those would be children's parents that never arrive, which this test would rightly call broken.
+        using var http = new HttpClient { BaseAddress = new Uri(new Uri(state.Dashboard!).GetLeftPart(UriPartial.Authority)) };
+        await Eventually.ValueAsync(async () => await SpansAsync(http, traceId),
+            s => s.Any(x => x.Name == "supervisor.start traced" && x.Attributes.GetValueOrDefault("attempt") == "4") && Closed(s),
+            Timeout, "generation 4 armed and the supervisor's spans so far in the dashboard");
+        await Task.Delay(TimeSpan.FromSeconds(2)); // anything made since is exported too (one more export interval)
         AppHostProcess.Signal(state["supervisor"].Pid!.Value, AppHostProcess.SIGKILL);
         state = await _appHost.WaitForStateAsync(s => s["supervisor"].Restarts == 1 && s["supervisor"].IsUp, Timeout);
         await CrashAsync(crash, state["supervisor"].GrpcUrl, 4);
@@ -60,7 +67,6 @@ public sealed class TraceTests : IAsyncLifetime
 
         // Read back from the dashboard: four start spans, attempts 1-4, each linked to the one before, and the agent's
         // own spans children of its generation's start span. No span names a parent that was never exported.
-        using var http = new HttpClient { BaseAddress = new Uri(new Uri(state.Dashboard!).GetLeftPart(UriPartial.Authority)) };
         var spans = await Eventually.ValueAsync(async () => await SpansAsync(http, traceId),
             s => s.Count(x => x.Name == "supervisor.start traced") >= 4 && s.Count(x => x.Name == "worker.started") >= 4,
             Timeout, "the dashboard to have every start span and the agent's spans");
@@ -106,6 +112,13 @@ public sealed class TraceTests : IAsyncLifetime
                 catch (Grpc.Core.RpcException) { return new Workload(); }
             },
             w => w.Status?.Generation == generation && w.Status.Phase == WorkloadStatus.Types.Phase.Running, Timeout, $"generation {generation} running");
+    }
+
+    /// <summary>Whether every span's parent is among the spans.</summary>
+    private static bool Closed(List<Span> spans)
+    {
+        var ids = spans.Select(s => s.SpanId).ToHashSet();
+        return spans.All(s => s.ParentSpanId.Length == 0 || ids.Contains(s.ParentSpanId));
     }
 
     private sealed record Span(string Name, string SpanId, string ParentSpanId, string ServiceName, Dictionary<string, string> Attributes, List<string> Links);

@@ -99,6 +99,8 @@ public sealed class ExpiryTests : LauncherTestBase
             }
         }, g => g, TimeSpan.FromSeconds(20), $"{instance.Id} to be forgotten");
         Assert.True(gone);
-        Assert.False(Directory.Exists(Path.Combine(DataDirectory, "instances", instance.Id)));
+        // Its output goes just after its record (the record first: nothing is served from a directory being removed).
+        await Eventually.ValueAsync(() => Task.FromResult(Directory.Exists(Path.Combine(DataDirectory, "instances", instance.Id))), e => !e, TimeSpan.FromSeconds(5),
+            $"{instance.Id}'s output directory to be removed");
     }
 }

@@ -73,6 +73,41 @@ public sealed class HealthTests : SupervisorTestBase
     }
 
     [Fact]
+    public async Task A_tmux_probe_of_a_server_the_workload_starts_itself_is_added_once_the_server_is_up()
+    {
+        // The workload starts its own tmux server, 3 s after its start: the monitor refuses the target until then
+        // (FAILED_PRECONDITION), and the supervisor adds it again until it holds, saying why meanwhile.
+        var socket = Path.Combine(DataDirectory, "tmux.sock");
+        var workload = Shell("paned", $"sleep 3; tmux -S {socket} new-session -d -s agent 'echo Waiting for your input; exec sleep 300'; " +
+            $"while tmux -S {socket} has-session -t agent 2>/dev/null; do sleep 1; done", Quick);
+        workload.Health = new HealthPolicy
+        {
+            Probe = new Target
+            {
+                Interval = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(500)),
+                TmuxPane = new TmuxPaneProbe { Target = "agent:0.0", SocketPath = socket, IdlePatterns = { "Waiting for your input" } },
+            },
+        };
+        await ApplyAsync(workload);
+        var waiting = await Testing.Eventually.ValueAsync(() => Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "paned" }).ResponseAsync,
+            w => w.Status.Message.Contains("cannot probe it yet", StringComparison.Ordinal), Timeout, "the refusal in the status");
+        Assert.Contains("no tmux server", waiting.Status.Message);
+        Assert.Equal(Phase.Running, waiting.Status.Phase);
+
+        var monitor = new Monitor.V1.AgentMonitor.AgentMonitorClient(MonitorHost.NewChannel().Intercept(DefaultDeadline.Minute));
+        await Testing.Eventually.ValueAsync(async () =>
+            {
+                try { return await monitor.GetStatusAsync(new GetStatusRequest { TargetId = "supervisor/paned/1/health" }); }
+                catch (Grpc.Core.RpcException e) when (e.StatusCode == Grpc.Core.StatusCode.NotFound) { return new AgentStatus(); }
+            },
+            s => s.State == AgentStatus.Types.State.Idle, Timeout, "the tmux target added and IDLE by its pattern");
+        var now = await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = "paned" });
+        Assert.Equal(1, now.Status.Generation);
+        Assert.Contains("the monitor probes it now", now.Status.Message);
+        await Client.DeleteWorkloadAsync(new DeleteWorkloadRequest { Name = "paned" });
+    }
+
+    [Fact]
     public async Task A_storm_of_simultaneous_triggers_gives_one_restart_and_never_two_live_instances()
     {
         var workload = Shell("stormy", "exec sleep 300", new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero), MaxBackoff = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)) });

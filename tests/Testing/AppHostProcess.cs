@@ -302,5 +302,32 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         if (!HasExited) await ProcessTree.StopAsync(_process.Identity, TimeSpan.Zero);
         foreach (var (pid, _) in left) Signal(pid, SIGKILL);
         foreach (var pid in PlatformProcesses(StateDirectory)) Signal(pid, SIGKILL);
+        // What the launchers started: a launcher keeps its children through its own exit (by design), so they outlive
+        // the AppHost; their cgroup subtrees (one per launcher data directory under the state directory) name them.
+        foreach (var pid in ContainedProcesses(StateDirectory)) Signal(pid, SIGKILL);
+    }
+
+    /// <summary>The processes in the cgroup subtree of any launcher whose data directory is under
+    /// <paramref name="stateDirectory"/> (Launcher's Containment: platform-launcher-{sha256(data directory)[..12]}).</summary>
+    public static List<int> ContainedProcesses(string stateDirectory)
+    {
+        var found = new List<int>();
+        if (!Directory.Exists(stateDirectory)) return found;
+        var subtrees = Directory.EnumerateDirectories(stateDirectory)
+            .Select(d => "/platform-launcher-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(d))))[..12] + "/")
+            .ToList();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid) || pid == System.Environment.ProcessId) continue;
+            try
+            {
+                var cgroup = File.ReadAllText(Path.Combine(dir, "cgroup"));
+                if (subtrees.Any(t => cgroup.Contains(t, StringComparison.Ordinal))) found.Add(pid);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
+        return found;
     }
 }

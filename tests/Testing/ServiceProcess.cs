@@ -86,7 +86,9 @@ public sealed class ServiceProcess : IAsyncDisposable
         service.Pump(service._process.StandardError!);
 
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
-        while (await AppHostProcess.CheckHealthAsync(grpc) != HealthCheckResponse.Types.ServingStatus.Serving)
+        // SERVING from this process's own socket: a free port taken by another test's server between FreePort() and
+        // the bind answers the health check too (then every call is UNIMPLEMENTED), while this process fails to bind.
+        while (await AppHostProcess.CheckHealthAsync(grpc) != HealthCheckResponse.Types.ServingStatus.Serving || !Listens(service.Pid, new Uri(grpc).Port))
         {
             if (service.HasExited || DateTime.UtcNow > deadline)
             {
@@ -96,6 +98,34 @@ public sealed class ServiceProcess : IAsyncDisposable
             await Task.Delay(50);
         }
         return service;
+    }
+
+    /// <summary>Whether <paramref name="pid"/> holds the socket listening on 127.0.0.1:<paramref name="port"/>
+    /// (/proc/net/tcp's inode of the listener among the process's descriptors).</summary>
+    private static bool Listens(int pid, int port)
+    {
+        var inodes = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var table in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
+        {
+            if (!File.Exists(table)) continue;
+            foreach (var line in File.ReadLines(table).Skip(1))
+            {
+                var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (fields.Length < 10 || fields[3] != "0A") continue; // LISTEN
+                var local = fields[1];
+                if (int.Parse(local[(local.LastIndexOf(':') + 1)..], System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture) == port) inodes.Add(fields[9]);
+            }
+        }
+        if (inodes.Count == 0) return false;
+        try
+        {
+            foreach (var fd in Directory.EnumerateFiles($"/proc/{pid}/fd"))
+                if (new FileInfo(fd).LinkTarget is { } target && target.StartsWith("socket:[", StringComparison.Ordinal) && inodes.Contains(target[8..^1])) return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+        return false;
     }
 
     private void Pump(Stream stream) =>

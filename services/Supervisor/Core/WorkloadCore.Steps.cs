@@ -67,7 +67,20 @@ public static partial class WorkloadCore
                     if (r.Error is null)
                     {
                         if (s.Remaining.Count > 1) Push(new Step.AddTargets(s.Remaining.RemoveAt(0)));
-                        else _targetsAdded = true;
+                        else
+                        {
+                            _targetsAdded = true;
+                            if (_targetsRetryAt != default && Status.Phase == Phase.Running)
+                                Save(Phase.Running, $"running generation {Status.Generation} (pid {Status.Pid}); the monitor probes it now");
+                            _targetsRetryAt = default;
+                        }
+                    }
+                    else if (r.Error.Code == Grpc.Core.StatusCode.FailedPrecondition)
+                    {
+                        // Refused for now (a tmux server the workload starts itself is not up yet): added again shortly.
+                        _targetsRetryAt = _now + _options.TargetRetryInterval;
+                        var message = $"running; the monitor cannot probe it yet: {r.Error.Detail} (tried again every {_options.TargetRetryInterval.TotalSeconds:0.###} s)";
+                        if (Status.Message != message) Save(Status.Phase, message);
                     }
                     else if (!r.Error.Unreachable)
                     {

@@ -13,6 +13,7 @@ public static partial class WorkloadCore
         private void EnsureTargets()
         {
             if (_targetsAdded || !HasInstance) return;
+            if (_targetsRetryAt > _now && _targetsGeneration == Status.Generation) return; // refused for now: not yet
             var targets = Targets();
             if (targets.Count == 0)
             {

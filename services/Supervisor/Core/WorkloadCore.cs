@@ -47,6 +47,7 @@ public static partial class WorkloadCore
         if (tracker.NextStartAt is { } next && next < wake) wake = next > state.RetryAt ? next : state.RetryAt;
         if (state.RetryAt > now && state.RetryAt < wake) wake = state.RetryAt;
         if (state.ArmAt > now && state.ArmAt < wake) wake = state.ArmAt;
+        if (!state.TargetsAdded && state.TargetsRetryAt > now && state.TargetsRetryAt < wake) wake = state.TargetsRetryAt;
         if (tracker.State.StartedAt is { } started && (tracker.ConsecutiveFailures > 0 || tracker.State.RecentRestarts.Count > 0) &&
             started + tracker.Policy.StableAfter is var stable && stable > now && stable < wake) wake = stable;
         return wake;
@@ -92,7 +93,7 @@ public static partial class WorkloadCore
         private string? _previousAttempt;
         private bool _launchPending, _reconciled, _reconcileAgain, _targetsAdded, _deleted, _waiting;
         private long _targetsGeneration, _caller;
-        private DateTimeOffset _retryAt, _armAt;
+        private DateTimeOffset _retryAt, _armAt, _targetsRetryAt;
         private ArmedSuccessor? _armed;
         private StopOutcome? _lastStop;
         private Refusal? _lastRefusal;
@@ -112,7 +113,7 @@ public static partial class WorkloadCore
             _previousAttempt = s.PreviousAttempt;
             (_launchPending, _reconciled, _reconcileAgain, _targetsAdded, _deleted, _waiting) = (s.LaunchPending, s.Reconciled, s.ReconcileAgain, s.TargetsAdded, s.Deleted, s.Waiting);
             (_targetsGeneration, _caller, _retryAt, _armed, _lastStop, _lastRefusal) = (s.TargetsGeneration, s.Caller, s.RetryAt, s.Armed, s.LastStop, s.LastRefusal);
-            _armAt = s.ArmAt;
+            (_armAt, _targetsRetryAt) = (s.ArmAt, s.TargetsRetryAt);
         }
 
         public WorkloadState Build() => _initial with
@@ -130,6 +131,7 @@ public static partial class WorkloadCore
             RetryAt = _retryAt,
             Armed = _armed,
             ArmAt = _armAt,
+            TargetsRetryAt = _targetsRetryAt,
             Todo = [.. _todo],
             Waiting = _waiting,
             Caller = _todo.Count == 0 ? 0 : _caller,

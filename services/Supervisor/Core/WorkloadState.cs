@@ -58,6 +58,9 @@ public sealed record WorkloadState
     /// default: nothing scheduled).</summary>
     public DateTimeOffset ArmAt { get; init; }
 
+    /// <summary>When to add the targets again after the Monitor refused them for now (default: nothing scheduled).</summary>
+    public DateTimeOffset TargetsRetryAt { get; init; }
+
     /// <summary>What the message in hand still has to do, in order; the head may be waiting for a call's result.</summary>
     public ImmutableList<Step> Todo { get; init; } = [];
 
