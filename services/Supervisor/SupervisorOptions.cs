@@ -44,6 +44,10 @@ public sealed class SupervisorOptions
     /// the next one is armed at once (a crash loop keeps its fast path). Zero: armed right after every start.</summary>
     public TimeSpan ArmAfter { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>How long after an arm that got no answer of the launcher's own (deadline, unavailable, internal) it is
+    /// tried again.</summary>
+    public TimeSpan ArmRetryUnreachable { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>How long after the Monitor refused a health target for a condition of the moment (FAILED_PRECONDITION:
     /// a tmux server the workload starts itself is not up yet) the targets are added again, for as long as it refuses.</summary>
     public TimeSpan TargetRetryInterval { get; set; } = TimeSpan.FromSeconds(2);

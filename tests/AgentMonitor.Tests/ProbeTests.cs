@@ -111,6 +111,39 @@ public sealed class FileProbeTests : MonitorTestBase
     }
 
     [Fact]
+    public async Task A_heartbeat_file_not_written_yet_is_unknown_for_max_age_then_unhealthy_and_a_first_beat_meanwhile_is_healthy()
+    {
+        // An agent slow to start: no file, then a predecessor's old file, for up to max_age after the target is added.
+        var path = Path.Combine(DataDirectory, "slow.beat");
+        var target = NewTarget("slow");
+        target.Interval = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(200));
+        target.HeartbeatFile = new HeartbeatFileProbe { Path = path, MaxAge = Duration.FromTimeSpan(TimeSpan.FromSeconds(3)) };
+        await AddAsync(target);
+        var waiting = await Eventually.ValueAsync(() => Client.GetStatusAsync(new GetStatusRequest { TargetId = "slow" }).ResponseAsync,
+            st => st.Detail.Contains("waiting up to", StringComparison.Ordinal), Timeout, "the first probe");
+        Assert.Equal(State.Unknown, waiting.State);
+        Assert.Contains("no heartbeat file", waiting.Detail);
+        await File.WriteAllTextAsync(path, "");
+        File.SetLastWriteTimeUtc(path, DateTime.UtcNow - TimeSpan.FromMinutes(1)); // a predecessor's
+        await Task.Delay(500);
+        var stillWaiting = await Client.GetStatusAsync(new GetStatusRequest { TargetId = "slow" });
+        Assert.Equal(State.Unknown, stillWaiting.State);
+        Assert.Contains("old", stillWaiting.Detail);
+        File.SetLastWriteTimeUtc(path, DateTime.UtcNow); // the first beat
+        await StatusAsync("slow", State.Healthy);
+
+        // Another that never beats: UNHEALTHY once max_age has passed since it was added, not before.
+        var never = NewTarget("never");
+        never.Interval = Duration.FromTimeSpan(TimeSpan.FromMilliseconds(200));
+        never.HeartbeatFile = new HeartbeatFileProbe { Path = Path.Combine(DataDirectory, "never.beat"), MaxAge = Duration.FromTimeSpan(TimeSpan.FromSeconds(2)) };
+        var neverAdded = DateTime.UtcNow;
+        await AddAsync(never);
+        var failed = await StatusAsync("never", State.Unhealthy);
+        Assert.True(DateTime.UtcNow - neverAdded >= TimeSpan.FromSeconds(2), $"unhealthy {(DateTime.UtcNow - neverAdded).TotalMilliseconds:0} ms after it was added");
+        Assert.Contains("no heartbeat file", failed.Detail);
+    }
+
+    [Fact]
     public async Task A_log_that_stops_growing_turns_idle_and_growing_again_healthy()
     {
         var path = Path.Combine(DataDirectory, "agent.log");

@@ -27,24 +27,34 @@ internal sealed class ProcessProbe(ProbeContext context) : IProbe
     public void Dispose() { }
 }
 
-/// <summary>Alive: the heartbeat file's mtime is younger than max_age.</summary>
+/// <summary>Alive: the heartbeat file's mtime is younger than max_age; failed once no beat came within max_age of the
+/// probe's start either.</summary>
 internal sealed class HeartbeatFileProbe(ProbeContext context, TimeSpan maxAge) : IBlockingProbe
 {
+    /// <summary>When the probe began watching: a heartbeat is expected within max_age of it. An agent started just
+    /// before its target was added has not beaten yet (or its file is a predecessor's): that is not a failure until
+    /// it has had max_age to beat, as a Kubernetes liveness probe waits out its initial delay. Before, a missing or old
+    /// file failed the first probe, and an agent slower to start than one probe interval (a .NET program on a busy
+    /// machine) was restarted over and over without ever beating.</summary>
+    private readonly DateTimeOffset _since = context.Time.GetUtcNow();
+
     public Task<ProbeResult> RunAsync(CancellationToken cancellationToken)
     {
         var path = context.Spec.Target.HeartbeatFile.Path;
+        var now = context.Time.GetUtcNow();
+        var waiting = now - _since;
         ProbeResult result;
         try
         {
             var file = new FileInfo(path);
-            if (!file.Exists) result = ProbeResult.Failed($"no heartbeat file at {path}");
+            var age = file.Exists ? now - file.LastWriteTimeUtc : (TimeSpan?)null;
+            var what = age is { } old ? $"heartbeat is {Format.Age(old)} old" : $"no heartbeat file at {path}";
+            if (age is { } fresh && fresh <= maxAge)
+                result = ProbeResult.Alive($"heartbeat {Format.Age(fresh)} ago") with { LastActivity = file.LastWriteTimeUtc };
+            else if (waiting <= maxAge)
+                result = ProbeResult.Unknown($"{what}; waiting up to {Format.Age(maxAge)} from the probe's start for a beat");
             else
-            {
-                var age = context.Time.GetUtcNow() - file.LastWriteTimeUtc;
-                result = age > maxAge
-                    ? ProbeResult.Failed($"heartbeat is {Format.Age(age)} old (max {Format.Age(maxAge)})")
-                    : ProbeResult.Alive($"heartbeat {Format.Age(age)} ago") with { LastActivity = file.LastWriteTimeUtc };
-            }
+                result = ProbeResult.Failed($"{what} (max {Format.Age(maxAge)})");
         }
         catch (Exception e) when (e is UnauthorizedAccessException or IOException)
         {

@@ -300,10 +300,15 @@ public static partial class WorkloadCore
             var refused = r.Error.Code is StatusCode.FailedPrecondition or StatusCode.Unimplemented;
             // The call may have landed unless the launcher said it did not: disarmed explicitly if the policy changes.
             if (_armed is null && !refused) _armed = new ArmedSuccessor(null, null);
-            // Any other answer (a deadline, an internal error) with the launcher in reach: tried again ArmAfter later.
-            if (!refused && !r.Error.Unreachable && s.Generation > 0 && _options.ArmAfter > TimeSpan.Zero) _armAt = _now + _options.ArmAfter;
-            // An older launcher (UNIMPLEMENTED), an instance that exited meanwhile (its EXITED is on its way), or the
-            // launcher out of reach (armed again at the reconcile when it is back).
+            // Any other answer is tried again: ArmAfter later, or ArmRetryUnreachable later when the call did not get an
+            // answer of the launcher's own (a deadline, UNAVAILABLE, an open breaker, and INTERNAL or UNKNOWN, which a
+            // launcher failing to spawn the held process under load answers too). Re-arming replaces an arm that
+            // landed. Before, an arm that met INTERNAL or a deadline was never tried again, and the generation ran
+            // unarmed until the next reconcile (ImmediateRestartTests failed on it in CI).
+            if (!refused && s.Generation > 0 && _options.ArmAfter > TimeSpan.Zero)
+                _armAt = _now + (r.Error.Unreachable ? _options.ArmRetryUnreachable : _options.ArmAfter);
+            // Not tried again: an older launcher (UNIMPLEMENTED) or an instance that exited meanwhile (its EXITED is on
+            // its way).
             Log(LogLevel.Debug, $"Workload {Name}: no successor armed for instance {Status.InstanceId}: {r.Error.Message}");
         }
 
