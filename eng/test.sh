@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-# Debian packages the tests drive for real: tmux (the AgentMonitor's tmux probes) and chromium (the Aspire dashboard in
-# a browser, driven by Playwright, which downloads no browser of its own here).
+# Debian packages the tests drive for real: tmux (the AgentMonitor's tmux probes), chromium (the Aspire dashboard in
+# a browser, driven by Playwright, which downloads no browser of its own here) and postgresql (the registry's second
+# store: the tests start a private server of their own on a loopback port, tests/Testing/PostgresServer.cs).
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (apt-get)"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 || echo "could not install ${missing[*]}"

@@ -6,14 +6,26 @@ namespace Platform.SessionRegistry;
 
 public static class Extensions
 {
-    /// <summary>Registers the SessionRegistry's own services: options, the SQLite store, the engine and the sweeper.</summary>
+    /// <summary>The connection string that puts the registry on PostgreSQL (<c>ConnectionStrings__registry-store</c> in
+    /// the environment, as Aspire's WithReference to a database named so gives it).</summary>
+    public const string StoreConnectionName = "registry-store";
+
+    /// <summary>Registers the SessionRegistry's own services: options, the store (PostgreSQL when a connection string
+    /// names one, else SQLite in the data directory), the engine and the sweeper.</summary>
     public static IHostApplicationBuilder AddSessionRegistry(this IHostApplicationBuilder builder)
     {
         // No dependencies: the registry is the root of the platform.
         builder.Services.Configure<RegistryOptions>(builder.Configuration.GetSection(RegistryOptions.Section));
         builder.Services.AddSingleton<ISessionStore>(sp =>
         {
+            var logger = sp.GetRequiredService<ILoggerFactory>().CreateLogger("Platform.SessionRegistry.Store");
+            if (builder.Configuration.GetConnectionString(StoreConnectionName) is { Length: > 0 } connectionString)
+            {
+                logger.LogInformation("Store: PostgreSQL (connection string {Name})", StoreConnectionName);
+                return new PostgresSessionStore(connectionString);
+            }
             var directory = DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<RegistryOptions>>().Value.DataDirectory);
+            logger.LogInformation("Store: SQLite in {Directory}", directory);
             return new SqliteSessionStore(Path.Combine(directory, "registry.db"));
         });
         builder.Services.AddSingleton<RegistryEngine>();

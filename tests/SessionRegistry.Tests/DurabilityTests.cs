@@ -12,11 +12,16 @@ public sealed class DurabilityTests : IAsyncLifetime
     private readonly string _dataDirectory = Directory.CreateTempSubdirectory("registry-kill-").FullName;
     private static string RegistryDll => typeof(RegistryEngine).Assembly.Location;
 
-    [Fact]
-    public async Task Every_acknowledged_registration_is_there_after_a_SIGKILL_mid_load()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Every_acknowledged_registration_is_there_after_a_SIGKILL_mid_load(string store)
     {
+        var environment = new Dictionary<string, string>();
+        if (store == "postgres")
+            environment[$"ConnectionStrings__{Extensions.StoreConnectionName}"] = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync("durability");
         var acknowledged = new ConcurrentBag<string>();
-        await using (var registry = await ServiceProcess.StartAsync(RegistryDll, _dataDirectory))
+        await using (var registry = await ServiceProcess.StartAsync(RegistryDll, _dataDirectory, environment))
         {
             var channels = Enumerable.Range(0, 8).Select(_ => GrpcChannel.ForAddress(registry.GrpcUrl)).ToList();
             using var stop = new CancellationTokenSource();
@@ -44,7 +49,7 @@ public sealed class DurabilityTests : IAsyncLifetime
             foreach (var channel in channels) channel.Dispose();
         }
 
-        await using var restarted = await ServiceProcess.StartAsync(RegistryDll, _dataDirectory);
+        await using var restarted = await ServiceProcess.StartAsync(RegistryDll, _dataDirectory, environment);
         using var readChannel = GrpcChannel.ForAddress(restarted.GrpcUrl);
         var reader = new Registry.V1.SessionRegistry.SessionRegistryClient(readChannel);
         var stored = new HashSet<string>();
@@ -60,6 +65,8 @@ public sealed class DurabilityTests : IAsyncLifetime
             token = page.NextPageToken;
         } while (token.Length > 0);
 
+        // On the store it was given: SQLite's file in the data directory, or none of it.
+        Assert.Equal(store == "sqlite", File.Exists(Path.Combine(_dataDirectory, "registry.db")));
         var lost = acknowledged.Where(id => !stored.Contains(id)).ToList();
         Assert.True(lost.Count == 0, $"{lost.Count} of {acknowledged.Count} acknowledged registrations were lost");
         Assert.True(stored.Count >= acknowledged.Count);

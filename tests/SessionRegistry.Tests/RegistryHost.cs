@@ -4,7 +4,8 @@ using Platform.Testing;
 
 namespace Platform.SessionRegistry.Tests;
 
-/// <summary>The real registry in this process, on a loopback port, over a real SQLite file, with the test's clock.</summary>
+/// <summary>The real registry in this process, on a loopback port, over a real SQLite file (or a real PostgreSQL
+/// database), with the test's clock.</summary>
 public sealed class RegistryHost : IAsyncDisposable
 {
     private readonly InProcessService _service;
@@ -19,9 +20,15 @@ public sealed class RegistryHost : IAsyncDisposable
 
     public ExpirySweeper Sweeper => Services.GetRequiredService<ExpirySweeper>();
 
+    /// <summary>The PostgreSQL database a data directory's registry is on (the tests on PostgreSQL put it here); a
+    /// registry started again on the same data directory finds its store again.</summary>
+    public static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> PostgresStores = new();
+
     public static async Task<RegistryHost> StartAsync(string dataDirectory, TimeProvider? time = null, Action<RegistryOptions>? configure = null) =>
         new(await InProcessService.StartAsync(dataDirectory, builder =>
         {
+            if (PostgresStores.TryGetValue(dataDirectory, out var connectionString))
+                builder.Configuration[$"ConnectionStrings:{Extensions.StoreConnectionName}"] = connectionString;
             builder.AddSessionRegistry();
             builder.Services.Configure<RegistryOptions>(o =>
             {

@@ -12,12 +12,18 @@ public abstract class RegistryTestBase : IAsyncLifetime
 
     protected virtual TimeProvider? Time => null;
 
+    /// <summary>The store: SQLite in the data directory, or, overridden, a PostgreSQL database of the test's own on the
+    /// tests' private server (the same tests run against both stores).</summary>
+    protected virtual bool OnPostgres => false;
+
     protected virtual void Configure(RegistryOptions options)
     {
     }
 
     public virtual async Task InitializeAsync()
     {
+        if (OnPostgres)
+            RegistryHost.PostgresStores[DataDirectory] = await (await Testing.PostgresServer.SharedAsync()).CreateDatabaseAsync("registry");
         Host = await RegistryHost.StartAsync(DataDirectory, Time, Configure);
         Client = Host.NewClient();
     }
@@ -25,6 +31,7 @@ public abstract class RegistryTestBase : IAsyncLifetime
     public virtual async Task DisposeAsync()
     {
         await Host.DisposeAsync();
+        RegistryHost.PostgresStores.TryRemove(DataDirectory, out _);
         try { Directory.Delete(DataDirectory, recursive: true); } catch (IOException) { }
     }
 

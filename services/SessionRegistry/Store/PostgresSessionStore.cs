@@ -1,0 +1,247 @@
+using Google.Protobuf;
+using Npgsql;
+using NpgsqlTypes;
+using Platform.Registry.V1;
+
+namespace Platform.SessionRegistry.Store;
+
+/// <summary>
+/// PostgreSQL behind the same interface as <see cref="SqliteSessionStore"/>, chosen by a connection string
+/// (<c>ConnectionStrings:registry-store</c>). The schema is SQLite's: sessions and events as protobuf blobs next to
+/// the columns that are queried, the partial unique index that keeps one live session per (workload, instance).
+/// A batch is one transaction on the writer's own connection; a commit returns once PostgreSQL has flushed its WAL
+/// (synchronous_commit on, the server's default), so an acknowledged write survives a SIGKILL of the registry and of
+/// the database. Reads take pooled connections of their own. The Npgsql "slim" data source: no reflection, so the
+/// registry stays Native AOT-compatible.
+/// </summary>
+public sealed class PostgresSessionStore : ISessionStore
+{
+    private const int ActiveState = (int)Session.Types.State.Active;
+    private readonly NpgsqlDataSource _source;
+    private readonly Lock _writerLock = new();
+    private NpgsqlConnection? _writer;
+
+    public PostgresSessionStore(string connectionString)
+    {
+        _source = new NpgsqlSlimDataSourceBuilder(connectionString).Build();
+        using var connection = _source.OpenConnection();
+        // Several replicas may create the schema at once: one at a time (a transaction-scoped advisory lock).
+        using var transaction = connection.BeginTransaction();
+        Execute(connection, transaction, "SELECT pg_advisory_xact_lock(7262310001)");
+        Execute(connection, transaction, $"""
+            CREATE TABLE IF NOT EXISTS sessions (
+                id TEXT COLLATE "C" PRIMARY KEY,
+                workload TEXT NOT NULL,
+                instance TEXT NOT NULL,
+                state INTEGER NOT NULL,
+                end_time BIGINT,
+                data BYTEA NOT NULL);
+            CREATE INDEX IF NOT EXISTS sessions_workload ON sessions (workload, id);
+            CREATE UNIQUE INDEX IF NOT EXISTS sessions_live_key ON sessions (workload, instance) WHERE state = {ActiveState};
+            CREATE TABLE IF NOT EXISTS events (revision BIGINT PRIMARY KEY, data BYTEA NOT NULL);
+            CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, time BIGINT NOT NULL);
+            CREATE TABLE IF NOT EXISTS leaders (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expire_time BIGINT NOT NULL);
+            """);
+        transaction.Commit();
+    }
+
+    public StoreState Load(int eventHistory, DateTimeOffset requestsSince)
+    {
+        using var connection = _source.OpenConnection();
+        long revision;
+        using (var command = Command(connection, "SELECT COALESCE(MAX(revision), 0) FROM events"))
+            revision = (long)command.ExecuteScalar()!;
+
+        var active = new List<ActiveSession>();
+        using (var command = Command(connection, $"SELECT data FROM sessions WHERE state = {ActiveState}"))
+        using (var reader = command.ExecuteReader())
+        {
+            while (reader.Read())
+            {
+                var session = Session.Parser.ParseFrom((byte[])reader[0]);
+                active.Add(new ActiveSession(session.Id, session.Workload, session.Instance, session.Ttl.ToTimeSpan()));
+            }
+        }
+
+        var requests = new List<(string, string, DateTimeOffset)>();
+        using (var command = Command(connection, "SELECT request_id, session_id, time FROM requests WHERE time >= @since"))
+        {
+            command.Parameters.AddWithValue("since", requestsSince.ToUnixTimeMilliseconds());
+            using var reader = command.ExecuteReader();
+            while (reader.Read())
+                requests.Add((reader.GetString(0), reader.GetString(1), DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(2))));
+        }
+
+        var events = EventsAfter(connection, Math.Max(0, revision - eventHistory), eventHistory);
+        return new StoreState(revision, active, requests, events);
+    }
+
+    /// <summary>A batch on the writer's connection, opened again when the last one broke (a database restart).</summary>
+    public IStoreBatch BeginBatch()
+    {
+        lock (_writerLock)
+        {
+            if (_writer is not { State: System.Data.ConnectionState.Open })
+            {
+                _writer?.Dispose();
+                _writer = _source.OpenConnection();
+            }
+            return new Batch(_writer);
+        }
+    }
+
+    public Session? Get(string id)
+    {
+        using var connection = _source.OpenConnection();
+        return Get(connection, null, id);
+    }
+
+    public List<Session> List(string workload, Session.Types.State state, string afterId, int limit)
+    {
+        using var connection = _source.OpenConnection();
+        // The id column is COLLATE "C": ids compare byte by byte, as in SQLite, whatever the database's collation.
+        var sql = "SELECT data FROM sessions WHERE id > @after"
+                  + (workload.Length > 0 ? " AND workload = @workload" : "")
+                  + (state != Session.Types.State.Unspecified ? " AND state = @state" : "")
+                  + " ORDER BY id LIMIT @limit";
+        using var command = Command(connection, sql);
+        command.Parameters.AddWithValue("after", afterId);
+        command.Parameters.AddWithValue("workload", workload);
+        command.Parameters.AddWithValue("state", (int)state);
+        command.Parameters.AddWithValue("limit", limit);
+        using var reader = command.ExecuteReader();
+        var sessions = new List<Session>();
+        while (reader.Read()) sessions.Add(Session.Parser.ParseFrom((byte[])reader[0]));
+        return sessions;
+    }
+
+    public List<SessionEvent> EventsAfter(long revision, int limit)
+    {
+        using var connection = _source.OpenConnection();
+        return EventsAfter(connection, revision, limit);
+    }
+
+    private static List<SessionEvent> EventsAfter(NpgsqlConnection connection, long revision, int limit)
+    {
+        using var command = Command(connection, "SELECT data FROM events WHERE revision > @after ORDER BY revision LIMIT @limit");
+        command.Parameters.AddWithValue("after", revision);
+        command.Parameters.AddWithValue("limit", limit);
+        using var reader = command.ExecuteReader();
+        var events = new List<SessionEvent>();
+        while (reader.Read()) events.Add(SessionEvent.Parser.ParseFrom((byte[])reader[0]));
+        return events;
+    }
+
+    private static Session? Get(NpgsqlConnection connection, NpgsqlTransaction? transaction, string id)
+    {
+        using var command = Command(connection, "SELECT data FROM sessions WHERE id = @id", transaction);
+        command.Parameters.AddWithValue("id", id);
+        return command.ExecuteScalar() is byte[] data ? Session.Parser.ParseFrom(data) : null;
+    }
+
+    private static NpgsqlCommand Command(NpgsqlConnection connection, string sql, NpgsqlTransaction? transaction = null) =>
+        new(sql, connection, transaction);
+
+    private static void Execute(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql)
+    {
+        using var command = Command(connection, sql, transaction);
+        command.ExecuteNonQuery();
+    }
+
+    public void Dispose()
+    {
+        lock (_writerLock) _writer?.Dispose();
+        _source.Dispose();
+    }
+
+    private sealed class Batch : IStoreBatch
+    {
+        private readonly NpgsqlConnection _connection;
+        private readonly NpgsqlTransaction _transaction;
+
+        public Batch(NpgsqlConnection connection)
+        {
+            _connection = connection;
+            _transaction = connection.BeginTransaction();
+        }
+
+        public Session? Get(string id) => PostgresSessionStore.Get(_connection, _transaction, id);
+
+        public void Put(Session session)
+        {
+            using var command = Command(_connection, """
+                INSERT INTO sessions (id, workload, instance, state, end_time, data) VALUES (@id, @workload, @instance, @state, @end, @data)
+                ON CONFLICT (id) DO UPDATE SET state = excluded.state, end_time = excluded.end_time, data = excluded.data
+                """, _transaction);
+            command.Parameters.AddWithValue("id", session.Id);
+            command.Parameters.AddWithValue("workload", session.Workload);
+            command.Parameters.AddWithValue("instance", session.Instance);
+            command.Parameters.AddWithValue("state", (int)session.State);
+            command.Parameters.Add(new NpgsqlParameter("end", NpgsqlDbType.Bigint)
+            {
+                Value = session.EndTime is null ? DBNull.Value : session.EndTime.ToDateTimeOffset().ToUnixTimeMilliseconds(),
+            });
+            command.Parameters.AddWithValue("data", session.ToByteArray());
+            command.ExecuteNonQuery();
+        }
+
+        public void AppendEvent(SessionEvent sessionEvent)
+        {
+            using var command = Command(_connection, "INSERT INTO events (revision, data) VALUES (@revision, @data)", _transaction);
+            command.Parameters.AddWithValue("revision", sessionEvent.Revision);
+            command.Parameters.AddWithValue("data", sessionEvent.ToByteArray());
+            command.ExecuteNonQuery();
+        }
+
+        public void PutRequest(string requestId, string sessionId, DateTimeOffset time)
+        {
+            using var command = Command(_connection, """
+                INSERT INTO requests (request_id, session_id, time) VALUES (@rid, @sid, @time)
+                ON CONFLICT (request_id) DO UPDATE SET session_id = excluded.session_id, time = excluded.time
+                """, _transaction);
+            command.Parameters.AddWithValue("rid", requestId);
+            command.Parameters.AddWithValue("sid", sessionId);
+            command.Parameters.AddWithValue("time", time.ToUnixTimeMilliseconds());
+            command.ExecuteNonQuery();
+        }
+
+        public bool TryAcquireLeadership(string name, string holder, DateTimeOffset now, TimeSpan lease)
+        {
+            using var command = Command(_connection, """
+                INSERT INTO leaders (name, holder, expire_time) VALUES (@name, @holder, @expire)
+                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expire_time = excluded.expire_time
+                WHERE leaders.holder = excluded.holder OR leaders.expire_time < @now
+                """, _transaction);
+            command.Parameters.AddWithValue("name", name);
+            command.Parameters.AddWithValue("holder", holder);
+            command.Parameters.AddWithValue("expire", (now + lease).ToUnixTimeMilliseconds());
+            command.Parameters.AddWithValue("now", now.ToUnixTimeMilliseconds());
+            return command.ExecuteNonQuery() == 1;
+        }
+
+        public void ReleaseLeadership(string name, string holder)
+        {
+            using var command = Command(_connection, "DELETE FROM leaders WHERE name = @name AND holder = @holder", _transaction);
+            command.Parameters.AddWithValue("name", name);
+            command.Parameters.AddWithValue("holder", holder);
+            command.ExecuteNonQuery();
+        }
+
+        public void Prune(long eventsUpToRevision, DateTimeOffset endedBefore, DateTimeOffset requestsBefore)
+        {
+            using var command = Command(_connection, $"""
+                DELETE FROM events WHERE revision <= @revision;
+                DELETE FROM sessions WHERE state <> {ActiveState} AND end_time < @ended;
+                DELETE FROM requests WHERE time < @requests;
+                """, _transaction);
+            command.Parameters.AddWithValue("revision", eventsUpToRevision);
+            command.Parameters.AddWithValue("ended", endedBefore.ToUnixTimeMilliseconds());
+            command.Parameters.AddWithValue("requests", requestsBefore.ToUnixTimeMilliseconds());
+            command.ExecuteNonQuery();
+        }
+
+        public void Commit() => _transaction.Commit();
+
+        public void Dispose() => _transaction.Dispose();
+    }
+}
