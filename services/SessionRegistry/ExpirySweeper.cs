@@ -44,8 +44,11 @@ public sealed class ExpirySweeper(
                 var sooner = engine.Leases.LookingAt(wake);
                 if (IsLeader)
                 {
-                    var expired = engine.Leases.Expired(now, out var next);
-                    if (next < wake) wake = next.Value;
+                    // On replicas sharing a store, a lease is expired only ExpiryGrace after it ran out here: a renewal
+                    // made on another replica reaches this one that much later (RegistryOptions.HeartbeatFlushInterval).
+                    var grace = engine.ExpiryGrace;
+                    var expired = engine.Leases.Expired(now - grace, out var next);
+                    if (next is { } first && first + grace < wake) wake = first + grace;
                     if (expired.Count > 0)
                     {
                         var count = await engine.ExpireAsync(expired, stoppingToken);

@@ -31,6 +31,18 @@ public sealed class LeaseTable
             }
         }
 
+        /// <summary>A renewal made elsewhere (another replica) at <paramref name="heartbeatTicks"/>, if later than this
+        /// one's; it revives a lease that ran out here only in the sweeper's hands (the session is not expired yet).</summary>
+        public void Extend(long heartbeatTicks)
+        {
+            lock (this)
+            {
+                if (heartbeatTicks <= HeartbeatTicks) return;
+                HeartbeatTicks = heartbeatTicks;
+                ExpireTicks = heartbeatTicks + TtlTicks;
+            }
+        }
+
         public (long Heartbeat, long Expire) Read()
         {
             lock (this) return (HeartbeatTicks, ExpireTicks);

@@ -96,15 +96,103 @@ public sealed class RegistryEngine(
     /// <summary>Renews leases from memory; unknown ids are told apart from ended or expired ones by the store.</summary>
     public HeartbeatResponse Heartbeat(IEnumerable<string> ids)
     {
-        var now = time.GetUtcNow().UtcTicks;
+        var clock = time.GetUtcNow();
+        var now = clock.UtcTicks;
         var response = new HeartbeatResponse();
         foreach (var id in ids)
         {
             if (Leases.TryGet(id, out var lease) && lease.TryRenew(now)) response.RenewedIds.Add(id);
-            else if (lease is not null || store.Get(id) is not null) response.ExpiredIds.Add(id);
-            else response.UnknownIds.Add(id);
+            else if (lease is null && store.Shared && store.Get(id) is { State: Session.Types.State.Active } live)
+            {
+                // Registered by another replica a moment ago, before this one caught up: its lease starts here.
+                Leases.Add(id, live.Ttl.ToTimeSpan(), clock);
+                response.RenewedIds.Add(id);
+            }
+            else if (lease is not null || store.Get(id) is not null)
+            {
+                response.ExpiredIds.Add(id);
+                continue;
+            }
+            else
+            {
+                response.UnknownIds.Add(id);
+                continue;
+            }
+            if (store.Shared) _renewed[id] = now;
         }
         return response;
+    }
+
+    // ---- Several replicas on one store ----
+
+    /// <summary>Renewals made here since they were last stored for the other replicas (session id, UTC ticks).</summary>
+    private System.Collections.Concurrent.ConcurrentDictionary<string, long> _renewed = new(StringComparer.Ordinal);
+
+    /// <summary>How late the sweeper may see a renewal made on another replica (stored every HeartbeatFlushInterval):
+    /// it expires a lease only this long after it ran out. Zero on a store of one.</summary>
+    public TimeSpan ExpiryGrace => store.Shared ? 2 * _options.HeartbeatFlushInterval : TimeSpan.Zero;
+
+    /// <summary>Stores the renewals made here every HeartbeatFlushInterval, for the replica that sweeps.</summary>
+    private async Task FlushHeartbeatsAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            await Task.Delay(_options.HeartbeatFlushInterval, time, stoppingToken);
+            if (_renewed.IsEmpty) continue;
+            var batch = Interlocked.Exchange(ref _renewed, new(StringComparer.Ordinal));
+            try
+            {
+                store.SaveHeartbeats(batch);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning("Could not store {Count} lease renewals for the other replicas: {Error}", batch.Count, e.Message);
+                foreach (var (id, beat) in batch) _renewed.AddOrUpdate(id, beat, (_, later) => Math.Max(later, beat));
+            }
+        }
+    }
+
+    /// <summary>Catches up with the other replicas' commits when they notify (and at least every 5 s).</summary>
+    private async Task FollowOthersAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            await store.WaitForChangeAsync(TimeSpan.FromSeconds(5), stoppingToken);
+            if (Interlocked.Exchange(ref _catchUpQueued, 1) == 0) _commands.Writer.TryWrite(new CatchUpCommand(this));
+        }
+    }
+
+    private int _catchUpQueued;
+
+    /// <summary>Applies the other replicas' events to this one's memory, in revision order; false when some were
+    /// already pruned (this replica was too far behind), and then everything is loaded again.</summary>
+    private bool CatchUp(List<SessionEvent> others)
+    {
+        if (others.Count == 0) return true;
+        if (others[0].Revision != _revision + 1)
+        {
+            logger.LogWarning("This replica is behind beyond the stored events (at {Revision}, next stored {Next}): loading the store again", _revision, others[0].Revision);
+            LoadMemory();
+            return false;
+        }
+        foreach (var e in others)
+        {
+            var session = e.Session;
+            _revision = e.Revision;
+            var key = (session.Workload, session.Instance);
+            if (session.State == Session.Types.State.Active)
+            {
+                _active[key] = session.Id;
+                if (!Leases.TryGet(session.Id, out _) || e.Type != SessionEvent.Types.Type.Updated)
+                    Leases.Add(session.Id, session.Ttl.ToTimeSpan(), session.HeartbeatTime?.ToDateTimeOffset() ?? time.GetUtcNow());
+            }
+            else
+            {
+                if (_active.TryGetValue(key, out var id) && id == session.Id) _active.Remove(key);
+                Leases.Remove(session.Id);
+            }
+        }
+        return true;
     }
 
     /// <summary>A live session's heartbeat and expiry are the lease's, not the last stored ones.</summary>
@@ -150,6 +238,10 @@ public sealed class RegistryEngine(
     {
         var batch = new List<Command>(_options.MaxBatch);
         var events = new List<SessionEvent>();
+        using var followers = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+        var following = store.Shared
+            ? Task.WhenAll(FollowOthersAsync(followers.Token), FlushHeartbeatsAsync(followers.Token))
+            : Task.CompletedTask;
         try
         {
             while (await _commands.Reader.WaitToReadAsync(stoppingToken))
@@ -168,6 +260,20 @@ public sealed class RegistryEngine(
             _commands.Writer.TryComplete();
             while (_commands.Reader.TryRead(out var command))
                 command.Fail(PlatformException.Unavailable("the registry is shutting down"));
+            await followers.CancelAsync();
+            try
+            {
+                await following;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            // The last renewals made here, for the replica that sweeps.
+            if (store.Shared && !_renewed.IsEmpty)
+            {
+                try { store.SaveHeartbeats(_renewed); }
+                catch (Exception e) when (e is not OperationCanceledException) { logger.LogWarning("Could not store the last lease renewals: {Error}", e.Message); }
+            }
         }
     }
 
@@ -178,6 +284,10 @@ public sealed class RegistryEngine(
         {
             using (var transaction = store.BeginBatch())
             {
+                // The other replicas' commits first (none on a store of one): this batch is decided on all of them,
+                // and this replica's watchers get them before its own, in revision order.
+                var others = transaction.CatchUp(_revision);
+                if (CatchUp(others)) events.AddRange(others); // else loaded again, the hub with it
                 foreach (var command in batch)
                 {
                     try
@@ -255,8 +365,8 @@ public sealed class RegistryEngine(
         public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
         {
             if (request.RequestId.Length > 0 &&
-                engine._requests.TryGetValue(request.RequestId, out var prior) &&
-                transaction.Get(prior.SessionId) is { } first)
+                (engine._requests.TryGetValue(request.RequestId, out var prior) ? prior.SessionId : transaction.FindRequest(request.RequestId)) is { } priorId &&
+                transaction.Get(priorId) is { } first)
             {
                 SetResult(engine.WithLease(first));
                 return;
@@ -345,11 +455,15 @@ public sealed class RegistryEngine(
         public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
         {
             var expired = 0;
+            // Renewals made on other replicas: a later heartbeat there extends the lease here.
+            foreach (var (id, beat) in transaction.Heartbeats(ids))
+                if (engine.Leases.TryGet(id, out var renewed)) renewed.Extend(beat);
+            var deadline = (now - engine.ExpiryGrace).UtcTicks;
             foreach (var id in ids)
             {
                 if (!engine.Leases.TryGet(id, out var lease)) continue;
                 var (heartbeat, expire) = lease.Read();
-                if (expire > now.UtcTicks) continue;
+                if (expire > deadline) continue;
                 var session = transaction.Get(id);
                 engine.Leases.Remove(id);
                 if (session is null || session.State != Session.Types.State.Active) continue;
@@ -364,6 +478,17 @@ public sealed class RegistryEngine(
                 expired++;
             }
             SetResult(expired);
+        }
+    }
+
+    /// <summary>Nothing but the catch-up every batch begins with: the other replicas' commits reach this one's memory
+    /// and watchers.</summary>
+    private sealed class CatchUpCommand(RegistryEngine engine) : Command<bool>
+    {
+        public override void Apply(RegistryEngine e, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
+        {
+            Interlocked.Exchange(ref engine._catchUpQueued, 0);
+            SetResult(true);
         }
     }
 

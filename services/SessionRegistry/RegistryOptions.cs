@@ -40,6 +40,10 @@ public sealed class RegistryOptions
 
     /// <summary>The sweeper's leader lock: how long it holds without renewal.</summary>
     public TimeSpan LeaderLease { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Replicas on one PostgreSQL store: how often the lease renewals made here are stored for the replica
+    /// that sweeps. That sweeper expires a lease twice this long after it ran out.</summary>
+    public TimeSpan HeartbeatFlushInterval { get; set; } = TimeSpan.FromMilliseconds(250);
 }
 
 /// <summary>Sizes a caller may not exceed.</summary>

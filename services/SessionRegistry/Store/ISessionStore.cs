@@ -3,8 +3,7 @@ using Platform.Registry.V1;
 namespace Platform.SessionRegistry.Store;
 
 /// <summary>
-/// The durable store behind the registry. SQLite now; a PostgreSQL store (several replicas) slots in behind the same
-/// interface. All writes go through one <see cref="IStoreBatch"/> at a time, committed as one transaction: the
+/// The durable store behind the registry: SQLite (one registry) or PostgreSQL (one or several replicas). All writes go through one <see cref="IStoreBatch"/> at a time, committed as one transaction: the
 /// registry's writer groups concurrent requests into a batch, so they share one commit (one fsync).
 /// </summary>
 public interface ISessionStore : IDisposable
@@ -23,10 +22,34 @@ public interface ISessionStore : IDisposable
 
     /// <summary>Events after a revision, in order (for watchers resuming beyond what memory holds).</summary>
     List<SessionEvent> EventsAfter(long revision, int limit);
+
+    /// <summary>Several registries may write to this store at once (PostgreSQL): each catches up with the others'
+    /// events at every batch, and lease renewals are shared through it. False (SQLite): this process is the only writer
+    /// and its memory is the whole truth.</summary>
+    bool Shared { get; }
+
+    /// <summary>Completes when another registry committed something (or after <paramref name="max"/>, or never for a
+    /// store that is not shared).</summary>
+    Task WaitForChangeAsync(TimeSpan max, CancellationToken cancellationToken);
+
+    /// <summary>Stores lease renewals made here (session id, heartbeat in UTC ticks) for the other registries' sweeper;
+    /// a later heartbeat already stored is kept.</summary>
+    void SaveHeartbeats(IReadOnlyCollection<KeyValuePair<string, long>> heartbeats);
 }
 
 public interface IStoreBatch : IDisposable
 {
+    /// <summary>Serialises this batch with every other registry's on a shared store, and returns the events they
+    /// committed after <paramref name="revision"/>, in order (none on a store that is not shared).</summary>
+    List<SessionEvent> CatchUp(long revision);
+
+    /// <summary>The session a request id registered, if another registry stored it (null on a store that is not shared:
+    /// memory has them all).</summary>
+    string? FindRequest(string requestId);
+
+    /// <summary>The heartbeats other registries stored for these sessions (UTC ticks), where later than none.</summary>
+    Dictionary<string, long> Heartbeats(IReadOnlyCollection<string> ids);
+
     Session? Get(string id);
 
     void Put(Session session);

@@ -13,17 +13,28 @@ namespace Platform.SessionRegistry.Store;
 /// (synchronous_commit on, the server's default), so an acknowledged write survives a SIGKILL of the registry and of
 /// the database. Reads take pooled connections of their own. The Npgsql "slim" data source: no reflection, so the
 /// registry stays Native AOT-compatible.
+/// Several registry replicas may share one database: every batch takes one advisory lock and first reads the events
+/// the others committed (<see cref="IStoreBatch.CatchUp"/>), so writes are serialised across replicas and each
+/// replica's memory (live keys, leases, revision, its watchers' stream) follows the others'; a commit NOTIFYs them.
+/// Lease renewals go to a heartbeats table, which the sweeping replica reads before it expires a session.
 /// </summary>
 public sealed class PostgresSessionStore : ISessionStore
 {
     private const int ActiveState = (int)Session.Types.State.Active;
+    /// <summary>The transaction-scoped advisory lock every batch takes: the replicas' writes are serialised, so revisions
+    /// are global and gapless and the live-key check sees every replica's sessions.</summary>
+    private const long WriterLock = 7262310002;
+    private const string Channel = "platform_registry";
     private readonly NpgsqlDataSource _source;
+    private NpgsqlConnection? _listener;
     private readonly Lock _writerLock = new();
     private NpgsqlConnection? _writer;
 
     public PostgresSessionStore(string connectionString)
     {
-        _source = new NpgsqlSlimDataSourceBuilder(connectionString).Build();
+        var builder = new NpgsqlSlimDataSourceBuilder(connectionString);
+        builder.EnableArrays();
+        _source = builder.Build();
         using var connection = _source.OpenConnection();
         // Several replicas may create the schema at once: one at a time (a transaction-scoped advisory lock).
         using var transaction = connection.BeginTransaction();
@@ -41,6 +52,7 @@ public sealed class PostgresSessionStore : ISessionStore
             CREATE TABLE IF NOT EXISTS events (revision BIGINT PRIMARY KEY, data BYTEA NOT NULL);
             CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, time BIGINT NOT NULL);
             CREATE TABLE IF NOT EXISTS leaders (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expire_time BIGINT NOT NULL);
+            CREATE TABLE IF NOT EXISTS heartbeats (id TEXT COLLATE "C" PRIMARY KEY, heartbeat BIGINT NOT NULL);
             """);
         transaction.Commit();
     }
@@ -94,6 +106,44 @@ public sealed class PostgresSessionStore : ISessionStore
     {
         using var connection = _source.OpenConnection();
         return Get(connection, null, id);
+    }
+
+    public bool Shared => true;
+
+    /// <summary>LISTEN on a connection of its own; a notification, the time limit, or a broken connection (opened again
+    /// next time, after a pause) ends the wait.</summary>
+    public async Task WaitForChangeAsync(TimeSpan max, CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (_listener is not { State: System.Data.ConnectionState.Open })
+            {
+                _listener?.Dispose();
+                _listener = await _source.OpenConnectionAsync(cancellationToken);
+                await using var listen = new NpgsqlCommand($"LISTEN {Channel}", _listener);
+                await listen.ExecuteNonQueryAsync(cancellationToken);
+            }
+            await _listener.WaitAsync(max, cancellationToken);
+        }
+        catch (Exception e) when (e is NpgsqlException or System.IO.IOException or TimeoutException)
+        {
+            _listener?.Dispose();
+            _listener = null;
+            await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken);
+        }
+    }
+
+    public void SaveHeartbeats(IReadOnlyCollection<KeyValuePair<string, long>> heartbeats)
+    {
+        if (heartbeats.Count == 0) return;
+        using var connection = _source.OpenConnection();
+        using var command = Command(connection, """
+            INSERT INTO heartbeats (id, heartbeat) SELECT * FROM unnest(@ids, @beats)
+            ON CONFLICT (id) DO UPDATE SET heartbeat = GREATEST(heartbeats.heartbeat, excluded.heartbeat)
+            """);
+        command.Parameters.Add(new NpgsqlParameter("ids", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = heartbeats.Select(h => h.Key).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter("beats", NpgsqlDbType.Array | NpgsqlDbType.Bigint) { Value = heartbeats.Select(h => h.Value).ToArray() });
+        command.ExecuteNonQuery();
     }
 
     public List<Session> List(string workload, Session.Types.State state, string afterId, int limit)
@@ -151,6 +201,7 @@ public sealed class PostgresSessionStore : ISessionStore
     public void Dispose()
     {
         lock (_writerLock) _writer?.Dispose();
+        _listener?.Dispose();
         _source.Dispose();
     }
 
@@ -163,6 +214,35 @@ public sealed class PostgresSessionStore : ISessionStore
         {
             _connection = connection;
             _transaction = connection.BeginTransaction();
+        }
+
+        public List<SessionEvent> CatchUp(long revision)
+        {
+            Execute(_connection, _transaction, $"SELECT pg_advisory_xact_lock({WriterLock})");
+            using var command = Command(_connection, "SELECT data FROM events WHERE revision > @after ORDER BY revision", _transaction);
+            command.Parameters.AddWithValue("after", revision);
+            using var reader = command.ExecuteReader();
+            var events = new List<SessionEvent>();
+            while (reader.Read()) events.Add(SessionEvent.Parser.ParseFrom((byte[])reader[0]));
+            return events;
+        }
+
+        public string? FindRequest(string requestId)
+        {
+            using var command = Command(_connection, "SELECT session_id FROM requests WHERE request_id = @rid", _transaction);
+            command.Parameters.AddWithValue("rid", requestId);
+            return command.ExecuteScalar() as string;
+        }
+
+        public Dictionary<string, long> Heartbeats(IReadOnlyCollection<string> ids)
+        {
+            var result = new Dictionary<string, long>(StringComparer.Ordinal);
+            if (ids.Count == 0) return result;
+            using var command = Command(_connection, "SELECT id, heartbeat FROM heartbeats WHERE id = ANY(@ids)", _transaction);
+            command.Parameters.Add(new NpgsqlParameter("ids", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = ids.ToArray() });
+            using var reader = command.ExecuteReader();
+            while (reader.Read()) result[reader.GetString(0)] = reader.GetInt64(1);
+            return result;
         }
 
         public Session? Get(string id) => PostgresSessionStore.Get(_connection, _transaction, id);
@@ -233,6 +313,7 @@ public sealed class PostgresSessionStore : ISessionStore
                 DELETE FROM events WHERE revision <= @revision;
                 DELETE FROM sessions WHERE state <> {ActiveState} AND end_time < @ended;
                 DELETE FROM requests WHERE time < @requests;
+                DELETE FROM heartbeats h WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = h.id AND s.state = {ActiveState});
                 """, _transaction);
             command.Parameters.AddWithValue("revision", eventsUpToRevision);
             command.Parameters.AddWithValue("ended", endedBefore.ToUnixTimeMilliseconds());
@@ -240,7 +321,12 @@ public sealed class PostgresSessionStore : ISessionStore
             command.ExecuteNonQuery();
         }
 
-        public void Commit() => _transaction.Commit();
+        /// <summary>Commits, and tells the other replicas (NOTIFY is delivered with the commit, and only if it succeeds).</summary>
+        public void Commit()
+        {
+            Execute(_connection, _transaction, $"NOTIFY {Channel}");
+            _transaction.Commit();
+        }
 
         public void Dispose() => _transaction.Dispose();
     }

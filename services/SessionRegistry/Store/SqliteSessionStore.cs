@@ -107,6 +107,14 @@ public sealed class SqliteSessionStore : ISessionStore
 
     public IStoreBatch BeginBatch() => new Batch(this);
 
+    public bool Shared => false;
+
+    public Task WaitForChangeAsync(TimeSpan max, CancellationToken cancellationToken) => Task.Delay(Timeout.Infinite, cancellationToken);
+
+    public void SaveHeartbeats(IReadOnlyCollection<KeyValuePair<string, long>> heartbeats)
+    {
+    }
+
     public Session? Get(string id)
     {
         using var connection = OpenReader();
@@ -190,6 +198,12 @@ public sealed class SqliteSessionStore : ISessionStore
             foreach (var command in new[] { store._putSession, store._putEvent, store._putRequest, store._getSession })
                 command.Transaction = _transaction;
         }
+
+        public List<SessionEvent> CatchUp(long revision) => [];
+
+        public string? FindRequest(string requestId) => null;
+
+        public Dictionary<string, long> Heartbeats(IReadOnlyCollection<string> ids) => [];
 
         private SqliteCommand PutSessionCommand => _store._putSession;
         private SqliteCommand PutEventCommand => _store._putEvent;
