@@ -107,6 +107,113 @@ public sealed class ReplicaTests : IAsyncLifetime
         Assert.Equal(Session.Types.State.Expired, (await sweeping.GetSessionAsync(new GetSessionRequest { Id = session.Id })).State);
     }
 
+    [Fact]
+    public async Task Each_replica_SIGKILLed_once_under_concurrent_writers_loses_no_acknowledged_write_and_the_watch_stays_gapless()
+    {
+        // Replicas as processes of their own on a database of their own, each on a fixed address (kept across restarts).
+        var database = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync("kills");
+        var environment = new Dictionary<string, string> { [$"ConnectionStrings__{Extensions.StoreConnectionName}"] = database };
+        var dll = typeof(RegistryEngine).Assembly.Location;
+        string[] urls = [$"http://127.0.0.1:{ServiceProcess.FreePort()}", $"http://127.0.0.1:{ServiceProcess.FreePort()}"];
+        string[] dirs = [Directory.CreateTempSubdirectory("registry-kill-a-").FullName, Directory.CreateTempSubdirectory("registry-kill-b-").FullName];
+        var replicas = new ServiceProcess[2];
+        for (var r = 0; r < 2; r++) replicas[r] = await ServiceProcess.StartAsync(dll, dirs[r], environment, grpcUrl: urls[r]);
+        var channels = urls.Select(u => Grpc.Net.Client.GrpcChannel.ForAddress(u)).ToArray();
+        var clients = channels.Select(c => new Registry.V1.SessionRegistry.SessionRegistryClient(c)).ToArray();
+        try
+        {
+            // The watcher follows replica B, and moves to the other one from its last revision when its replica dies.
+            using var stop = new CancellationTokenSource();
+            var seen = new List<SessionEvent>();
+            var watcher = Task.Run(async () =>
+            {
+                for (var r = 1; !stop.IsCancellationRequested; r = 1 - r)
+                {
+                    try
+                    {
+                        using var call = clients[r].WatchSessions(new WatchSessionsRequest { FromRevision = seen.Count > 0 ? seen[^1].Revision : 0 }, cancellationToken: stop.Token);
+                        while (await call.ResponseStream.MoveNext(stop.Token)) lock (seen) seen.Add(call.ResponseStream.Current);
+                    }
+                    catch (RpcException) when (!stop.IsCancellationRequested)
+                    {
+                        await Task.Delay(50);
+                    }
+                    catch (Exception e) when (e is RpcException or OperationCanceledException && stop.IsCancellationRequested)
+                    {
+                        return;
+                    }
+                }
+            });
+            await Task.Delay(300); // subscribed (it starts from the revision it subscribes at, whatever it is)
+
+            // 16 writers; a call that fails is tried again on the other replica with the same request id.
+            var acknowledged = new ConcurrentDictionary<string, string>();
+            var writers = Enumerable.Range(0, 16).Select(w => Task.Run(async () =>
+            {
+                for (var n = 0; !stop.IsCancellationRequested; n++)
+                {
+                    var request = new RegisterSessionRequest { Workload = "kills", Instance = $"{w}-{n}", RequestId = $"{w}-{n}", Ttl = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMinutes(10)) };
+                    for (var attempt = 0; !stop.IsCancellationRequested; attempt++)
+                    {
+                        try
+                        {
+                            var session = await clients[(w + attempt) % 2].RegisterSessionAsync(request, deadline: DateTime.UtcNow.AddSeconds(10));
+                            acknowledged[request.Instance] = session.Id;
+                            break;
+                        }
+                        catch (RpcException)
+                        {
+                            await Task.Delay(20);
+                        }
+                    }
+                }
+            })).ToList();
+
+            for (var r = 0; r < 2; r++)
+            {
+                var target = acknowledged.Count + 800;
+                await Eventually.ValueAsync(() => Task.FromResult(acknowledged.Count), c => c >= target, Timeout, $"{target} registrations");
+                await replicas[r].KillAsync(); // SIGKILL, mid-load
+                replicas[r] = await ServiceProcess.StartAsync(dll, dirs[r], environment, grpcUrl: urls[r]);
+            }
+            var last = acknowledged.Count + 400;
+            await Eventually.ValueAsync(() => Task.FromResult(acknowledged.Count), c => c >= last, Timeout, $"{last} registrations");
+            await stop.CancelAsync();
+            await Task.WhenAll(writers);
+            await watcher;
+
+            // Every acknowledged registration is stored, once, and live.
+            var stored = new Dictionary<string, Session>();
+            var token = "";
+            long revision;
+            do
+            {
+                var page = await clients[0].ListSessionsAsync(new ListSessionsRequest { Workload = "kills", PageSize = 1000, PageToken = token });
+                foreach (var session in page.Sessions) stored.Add(session.Instance, session);
+                token = page.NextPageToken;
+                revision = page.Revision;
+            } while (token.Length > 0);
+            var lost = acknowledged.Where(a => !stored.TryGetValue(a.Key, out var s) || s.Id != a.Value || s.State != Session.Types.State.Active).Select(a => a.Key).ToList();
+            Assert.True(lost.Count == 0, $"{lost.Count} of {acknowledged.Count} acknowledged registrations lost or changed: {string.Join(", ", lost.Take(5))}");
+
+            // The watch, across both kills: every revision from its first to the last, once each, in order.
+            using var more = new CancellationTokenSource(Timeout);
+            using (var call = clients[1].WatchSessions(new WatchSessionsRequest { FromRevision = seen[^1].Revision }))
+                while (seen[^1].Revision < revision && await call.ResponseStream.MoveNext(more.Token)) seen.Add(call.ResponseStream.Current);
+            var revisions = seen.Select(e => e.Revision).ToList();
+            Assert.Equal(Enumerable.Range((int)revisions[0], revisions.Count).Select(x => (long)x), revisions);
+            Assert.Equal(revision, revisions[^1]);
+            var created = seen.Where(e => e.Type == SessionEvent.Types.Type.Created).Select(e => e.Session.Id).ToHashSet();
+            Assert.All(acknowledged.Where(a => stored[a.Key].Revision > revisions[0]), a => Assert.Contains(a.Value, created));
+        }
+        finally
+        {
+            foreach (var channel in channels) channel.Dispose();
+            foreach (var replica in replicas) await replica.DisposeAsync();
+            foreach (var dir in dirs) try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
     private static async Task<List<SessionEvent>> ReadAsync(AsyncServerStreamingCall<SessionEvent> call, int count)
     {
         using var cts = new CancellationTokenSource(Timeout);
