@@ -15,8 +15,13 @@ public sealed class ExpirySweeper(
 {
     private readonly string _holder = $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid():N}";
 
-    /// <summary>Whether this process holds the sweeper lock.</summary>
-    public bool IsLeader { get; private set; }
+    private bool _leader;
+    private DateTimeOffset _leaderUntil;
+
+    /// <summary>Whether this process holds the sweeper lock: it took or renewed it, and the lease it took it for has
+    /// not run out since (counted from before it asked, so never past the lock's expiry in the store). A sweeper whose
+    /// renewal is late stops sweeping before another can take the lock.</summary>
+    public bool IsLeader => _leader && time.GetUtcNow() < _leaderUntil;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -30,9 +35,10 @@ public sealed class ExpirySweeper(
                 var now = time.GetUtcNow();
                 if (now - lastRenewal >= renewEvery)
                 {
+                    var was = IsLeader;
                     var leader = await engine.MaintainAsync(_holder, stoppingToken);
-                    if (leader != IsLeader) logger.LogInformation(leader ? "This registry ({Holder}) now sweeps expired leases" : "Another registry holds the sweeper lock ({Holder})", _holder);
-                    IsLeader = leader;
+                    if (leader != was) logger.LogInformation(leader ? "This registry ({Holder}) now sweeps expired leases" : "Another registry holds the sweeper lock ({Holder})", _holder);
+                    (_leader, _leaderUntil) = (leader, now + settings.LeaderLease);
                     lastRenewal = now;
                 }
 
@@ -81,13 +87,13 @@ public sealed class ExpirySweeper(
             }
         }
 
-        if (!IsLeader) return;
+        if (!_leader) return;
         try
         {
             // The writer stops after the sweeper (hosted services stop in reverse order), so it still takes this.
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
             await engine.ReleaseLeadershipAsync(_holder, timeout.Token);
-            IsLeader = false;
+            _leader = false;
         }
         catch (Exception e) when (e is OperationCanceledException or Grpc.Core.RpcException)
         {

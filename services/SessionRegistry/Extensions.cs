@@ -22,6 +22,12 @@ public static class Extensions
             if (builder.Configuration.GetConnectionString(StoreConnectionName) is { Length: > 0 } connectionString)
             {
                 logger.LogInformation("Store: PostgreSQL (connection string {Name})", StoreConnectionName);
+                // The store's calls are synchronous (the writer's batches, reads in the handlers), and on PostgreSQL each
+                // waits for a network round trip: with the thread pool's floor at the core count, a few of them at once
+                // starved the pool, and a renewal waited seconds for a thread (ReplicaTests, two replicas in one test
+                // process on two cores). More threads are kept ready instead of injected one every half second.
+                ThreadPool.GetMinThreads(out var workers, out var io);
+                ThreadPool.SetMinThreads(Math.Max(workers, 32), io);
                 return new PostgresSessionStore(connectionString);
             }
             var directory = DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<RegistryOptions>>().Value.DataDirectory);

@@ -102,10 +102,11 @@ public sealed class RegistryEngine(
         foreach (var id in ids)
         {
             if (Leases.TryGet(id, out var lease) && lease.TryRenew(now)) response.RenewedIds.Add(id);
-            else if (lease is null && store.Shared && store.Get(id) is { State: Session.Types.State.Active } live)
+            else if (store.Shared && LiveElsewhere(id, lease, now) is { } ttl)
             {
-                // Registered by another replica a moment ago, before this one caught up: its lease starts here.
-                Leases.Add(id, live.Ttl.ToTimeSpan(), clock);
+                // Registered on another replica before this one caught up, or renewed there while this one's copy of
+                // the lease ran out: its lease goes on from here.
+                Leases.Add(id, ttl, clock);
                 response.RenewedIds.Add(id);
             }
             else if (lease is not null || store.Get(id) is not null)
@@ -124,6 +125,19 @@ public sealed class RegistryEngine(
     }
 
     // ---- Several replicas on one store ----
+
+    /// <summary>On a shared store, whether a session whose lease is missing or ran out here is alive by what the other
+    /// replicas stored: ACTIVE, and its latest heartbeat (registration, renewals stored by any replica, this one's)
+    /// younger than its ttl. Its ttl if so. A renewal made elsewhere in the last HeartbeatFlushInterval is not seen yet.</summary>
+    private TimeSpan? LiveElsewhere(string id, LeaseTable.Lease? lease, long now)
+    {
+        if (store.Get(id) is not { State: Session.Types.State.Active } live) return null;
+        var ttl = live.Ttl.ToTimeSpan();
+        var beat = live.HeartbeatTime?.ToDateTimeOffset().UtcTicks ?? 0;
+        if (lease is not null) beat = Math.Max(beat, lease.Read().Heartbeat);
+        if (store.Heartbeats([id]).TryGetValue(id, out var stored)) beat = Math.Max(beat, stored);
+        return beat + ttl.Ticks > now ? ttl : null;
+    }
 
     /// <summary>Renewals made here since they were last stored for the other replicas (session id, UTC ticks).</summary>
     private System.Collections.Concurrent.ConcurrentDictionary<string, long> _renewed = new(StringComparer.Ordinal);
@@ -183,8 +197,11 @@ public sealed class RegistryEngine(
             if (session.State == Session.Types.State.Active)
             {
                 _active[key] = session.Id;
-                if (!Leases.TryGet(session.Id, out _) || e.Type != SessionEvent.Types.Type.Updated)
-                    Leases.Add(session.Id, session.Ttl.ToTimeSpan(), session.HeartbeatTime?.ToDateTimeOffset() ?? time.GetUtcNow());
+                // The later of the event's heartbeat and a renewal made here meanwhile (a client may have renewed here
+                // before this replica caught up).
+                var beat = session.HeartbeatTime?.ToDateTimeOffset().UtcTicks ?? time.GetUtcNow().UtcTicks;
+                if (Leases.TryGet(session.Id, out var known)) beat = Math.Max(beat, known.Read().Heartbeat);
+                Leases.Add(session.Id, session.Ttl.ToTimeSpan(), new DateTimeOffset(beat, TimeSpan.Zero));
             }
             else
             {

@@ -93,7 +93,7 @@ public sealed class ReplicaTests : IAsyncLifetime
         while (DateTime.UtcNow < until)
         {
             var renewal = await renewing.HeartbeatAsync(new HeartbeatRequest { Ids = { session.Id } });
-            Assert.Equal([session.Id], renewal.RenewedIds);
+            Assert.True(renewal.RenewedIds.SequenceEqual([session.Id]), $"renewal {renewal} at {DateTime.UtcNow:O}, registered {session.CreateTime}");
             await Task.Delay(300);
         }
         Assert.Equal(Session.Types.State.Active, (await sweeping.GetSessionAsync(new GetSessionRequest { Id = session.Id })).State);
@@ -188,7 +188,7 @@ public sealed class ReplicaTests : IAsyncLifetime
             long revision;
             do
             {
-                var page = await clients[0].ListSessionsAsync(new ListSessionsRequest { Workload = "kills", PageSize = 1000, PageToken = token });
+                var page = await clients[0].ListSessionsAsync(new ListSessionsRequest { Workload = "kills", PageSize = 1000, PageToken = token }, new CallOptions(deadline: DateTime.UtcNow + Timeout).WithWaitForReady());
                 foreach (var session in page.Sessions) stored.Add(session.Instance, session);
                 token = page.NextPageToken;
                 revision = page.Revision;
@@ -198,7 +198,8 @@ public sealed class ReplicaTests : IAsyncLifetime
 
             // The watch, across both kills: every revision from its first to the last, once each, in order.
             using var more = new CancellationTokenSource(Timeout);
-            using (var call = clients[1].WatchSessions(new WatchSessionsRequest { FromRevision = seen[^1].Revision }))
+            // (waiting for B's channel to be ready again: it may have backed off while B was down)
+            using (var call = clients[1].WatchSessions(new WatchSessionsRequest { FromRevision = seen[^1].Revision }, new CallOptions(cancellationToken: more.Token).WithWaitForReady()))
                 while (seen[^1].Revision < revision && await call.ResponseStream.MoveNext(more.Token)) seen.Add(call.ResponseStream.Current);
             var revisions = seen.Select(e => e.Revision).ToList();
             Assert.Equal(Enumerable.Range((int)revisions[0], revisions.Count).Select(x => (long)x), revisions);

@@ -44,6 +44,7 @@ public sealed class PostgresServer
             ? Directory.EnumerateDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).Where(d => File.Exists(Path.Combine(d, "pg_ctl"))).OrderDescending().FirstOrDefault()
             : null;
         if (bin is null) throw new InvalidOperationException("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/pg_ctl): eng/test.sh installs Debian's postgresql package");
+        RemoveStale();
         var root = Environment.IsPrivilegedProcess;
         var user = root ? "postgres" : null;
         var directory = Directory.CreateTempSubdirectory("platform-pg-").FullName;
@@ -56,6 +57,24 @@ public sealed class PostgresServer
             "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections=300", "start"]);
         AppDomain.CurrentDomain.ProcessExit += (_, _) => server.Stop();
         return server;
+    }
+
+    /// <summary>Removes what earlier test processes left (their servers gone: no live postmaster.pid).</summary>
+    private static void RemoveStale()
+    {
+        foreach (var directory in Directory.EnumerateDirectories(Path.GetTempPath(), "platform-pg-*"))
+        {
+            try
+            {
+                var pidFile = Path.Combine(directory, "data", "postmaster.pid");
+                if (File.Exists(pidFile) && int.TryParse(File.ReadLines(pidFile).FirstOrDefault(), out var pid) && ProcFs.Identify(pid) is not null) continue;
+                if (Directory.GetLastWriteTimeUtc(directory) > DateTime.UtcNow.AddMinutes(-1)) continue; // being set up right now
+                Directory.Delete(directory, recursive: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
     }
 
     /// <summary>Stops the server at once (SIGQUIT to the postmaster: PostgreSQL's immediate shutdown, no checkpoint, since

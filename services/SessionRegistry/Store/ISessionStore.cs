@@ -35,6 +35,9 @@ public interface ISessionStore : IDisposable
     /// <summary>Stores lease renewals made here (session id, heartbeat in UTC ticks) for the other registries' sweeper;
     /// a later heartbeat already stored is kept.</summary>
     void SaveHeartbeats(IReadOnlyCollection<KeyValuePair<string, long>> heartbeats);
+
+    /// <summary>The heartbeats stored for these sessions by any replica (UTC ticks); none on a store that is not shared.</summary>
+    Dictionary<string, long> Heartbeats(IReadOnlyCollection<string> ids);
 }
 
 public interface IStoreBatch : IDisposable

@@ -27,6 +27,9 @@ public sealed class PostgresSessionStore : ISessionStore
     private const string Channel = "platform_registry";
     private readonly NpgsqlDataSource _source;
     private NpgsqlConnection? _listener;
+    /// <summary>This replica's name in its notifications: it does not wake for its own commits.</summary>
+    private readonly string _replica = Guid.NewGuid().ToString("N");
+    private volatile bool _othersCommitted;
     private readonly Lock _writerLock = new();
     private NpgsqlConnection? _writer;
 
@@ -98,7 +101,7 @@ public sealed class PostgresSessionStore : ISessionStore
                 _writer?.Dispose();
                 _writer = _source.OpenConnection();
             }
-            return new Batch(_writer);
+            return new Batch(_writer, _replica);
         }
     }
 
@@ -120,10 +123,17 @@ public sealed class PostgresSessionStore : ISessionStore
             {
                 _listener?.Dispose();
                 _listener = await _source.OpenConnectionAsync(cancellationToken);
+                _listener.Notification += (_, e) =>
+                {
+                    if (e.Payload != _replica) _othersCommitted = true;
+                };
                 await using var listen = new NpgsqlCommand($"LISTEN {Channel}", _listener);
                 await listen.ExecuteNonQueryAsync(cancellationToken);
             }
-            await _listener.WaitAsync(max, cancellationToken);
+            var until = DateTime.UtcNow + max;
+            while (!_othersCommitted && DateTime.UtcNow < until)
+                await _listener.WaitAsync(until - DateTime.UtcNow, cancellationToken);
+            _othersCommitted = false;
         }
         catch (Exception e) when (e is NpgsqlException or System.IO.IOException or TimeoutException)
         {
@@ -131,6 +141,23 @@ public sealed class PostgresSessionStore : ISessionStore
             _listener = null;
             await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken);
         }
+    }
+
+    public Dictionary<string, long> Heartbeats(IReadOnlyCollection<string> ids)
+    {
+        using var connection = _source.OpenConnection();
+        return ReadHeartbeats(connection, null, ids);
+    }
+
+    private static Dictionary<string, long> ReadHeartbeats(NpgsqlConnection connection, NpgsqlTransaction? transaction, IReadOnlyCollection<string> ids)
+    {
+        var result = new Dictionary<string, long>(StringComparer.Ordinal);
+        if (ids.Count == 0) return result;
+        using var command = Command(connection, "SELECT id, heartbeat FROM heartbeats WHERE id = ANY(@ids)", transaction);
+        command.Parameters.Add(new NpgsqlParameter("ids", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = ids.ToArray() });
+        using var reader = command.ExecuteReader();
+        while (reader.Read()) result[reader.GetString(0)] = reader.GetInt64(1);
+        return result;
     }
 
     public void SaveHeartbeats(IReadOnlyCollection<KeyValuePair<string, long>> heartbeats)
@@ -205,30 +232,61 @@ public sealed class PostgresSessionStore : ISessionStore
         _source.Dispose();
     }
 
+    /// <summary>
+    /// One transaction. Writes wait in an <see cref="NpgsqlBatch"/> and go to the server together, before the next read
+    /// of this transaction (reads see its own writes) or with the commit: a batch of a hundred registrations is a few
+    /// round trips, not three hundred.
+    /// </summary>
     private sealed class Batch : IStoreBatch
     {
         private readonly NpgsqlConnection _connection;
         private readonly NpgsqlTransaction _transaction;
+        private readonly NpgsqlBatch _pending;
+        private readonly string _replica;
+        private bool _changed;
 
-        public Batch(NpgsqlConnection connection)
+        public Batch(NpgsqlConnection connection, string replica)
         {
             _connection = connection;
+            _replica = replica;
             _transaction = connection.BeginTransaction();
+            _pending = new NpgsqlBatch(connection, _transaction);
         }
 
+        private void Write(string sql, params NpgsqlParameter[] parameters)
+        {
+            var command = new NpgsqlBatchCommand(sql);
+            command.Parameters.AddRange(parameters);
+            _pending.BatchCommands.Add(command);
+        }
+
+        /// <summary>Sends the writes waiting so far.</summary>
+        private void Flush()
+        {
+            if (_pending.BatchCommands.Count == 0) return;
+            _pending.ExecuteNonQuery();
+            _pending.BatchCommands.Clear();
+        }
+
+        /// <summary>The writer lock and the others' events in one round trip.</summary>
         public List<SessionEvent> CatchUp(long revision)
         {
-            Execute(_connection, _transaction, $"SELECT pg_advisory_xact_lock({WriterLock})");
-            using var command = Command(_connection, "SELECT data FROM events WHERE revision > @after ORDER BY revision", _transaction);
-            command.Parameters.AddWithValue("after", revision);
-            using var reader = command.ExecuteReader();
-            var events = new List<SessionEvent>();
-            while (reader.Read()) events.Add(SessionEvent.Parser.ParseFrom((byte[])reader[0]));
-            return events;
+            Flush();
+            using var batch = new NpgsqlBatch(_connection, _transaction);
+            batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT pg_advisory_xact_lock({WriterLock})"));
+            var events = new NpgsqlBatchCommand("SELECT data FROM events WHERE revision > @after ORDER BY revision");
+            events.Parameters.Add(new NpgsqlParameter("after", revision));
+            batch.BatchCommands.Add(events);
+            using var reader = batch.ExecuteReader();
+            reader.NextResult();
+            var result = new List<SessionEvent>();
+            while (reader.Read()) result.Add(SessionEvent.Parser.ParseFrom((byte[])reader[0]));
+            return result;
         }
 
         public string? FindRequest(string requestId)
         {
+            Flush();
             using var command = Command(_connection, "SELECT session_id FROM requests WHERE request_id = @rid", _transaction);
             command.Parameters.AddWithValue("rid", requestId);
             return command.ExecuteScalar() as string;
@@ -236,57 +294,48 @@ public sealed class PostgresSessionStore : ISessionStore
 
         public Dictionary<string, long> Heartbeats(IReadOnlyCollection<string> ids)
         {
-            var result = new Dictionary<string, long>(StringComparer.Ordinal);
-            if (ids.Count == 0) return result;
-            using var command = Command(_connection, "SELECT id, heartbeat FROM heartbeats WHERE id = ANY(@ids)", _transaction);
-            command.Parameters.Add(new NpgsqlParameter("ids", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = ids.ToArray() });
-            using var reader = command.ExecuteReader();
-            while (reader.Read()) result[reader.GetString(0)] = reader.GetInt64(1);
-            return result;
+            Flush();
+            return ReadHeartbeats(_connection, _transaction, ids);
         }
 
-        public Session? Get(string id) => PostgresSessionStore.Get(_connection, _transaction, id);
-
-        public void Put(Session session)
+        public Session? Get(string id)
         {
-            using var command = Command(_connection, """
+            Flush();
+            return PostgresSessionStore.Get(_connection, _transaction, id);
+        }
+
+        public void Put(Session session) =>
+            Write("""
                 INSERT INTO sessions (id, workload, instance, state, end_time, data) VALUES (@id, @workload, @instance, @state, @end, @data)
                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, end_time = excluded.end_time, data = excluded.data
-                """, _transaction);
-            command.Parameters.AddWithValue("id", session.Id);
-            command.Parameters.AddWithValue("workload", session.Workload);
-            command.Parameters.AddWithValue("instance", session.Instance);
-            command.Parameters.AddWithValue("state", (int)session.State);
-            command.Parameters.Add(new NpgsqlParameter("end", NpgsqlDbType.Bigint)
-            {
-                Value = session.EndTime is null ? DBNull.Value : session.EndTime.ToDateTimeOffset().ToUnixTimeMilliseconds(),
-            });
-            command.Parameters.AddWithValue("data", session.ToByteArray());
-            command.ExecuteNonQuery();
-        }
+                """,
+                new NpgsqlParameter("id", session.Id),
+                new NpgsqlParameter("workload", session.Workload),
+                new NpgsqlParameter("instance", session.Instance),
+                new NpgsqlParameter("state", (int)session.State),
+                new NpgsqlParameter("end", NpgsqlDbType.Bigint) { Value = session.EndTime is null ? DBNull.Value : session.EndTime.ToDateTimeOffset().ToUnixTimeMilliseconds() },
+                new NpgsqlParameter("data", session.ToByteArray()));
 
         public void AppendEvent(SessionEvent sessionEvent)
         {
-            using var command = Command(_connection, "INSERT INTO events (revision, data) VALUES (@revision, @data)", _transaction);
-            command.Parameters.AddWithValue("revision", sessionEvent.Revision);
-            command.Parameters.AddWithValue("data", sessionEvent.ToByteArray());
-            command.ExecuteNonQuery();
+            _changed = true;
+            Write("INSERT INTO events (revision, data) VALUES (@revision, @data)",
+                new NpgsqlParameter("revision", sessionEvent.Revision),
+                new NpgsqlParameter("data", sessionEvent.ToByteArray()));
         }
 
-        public void PutRequest(string requestId, string sessionId, DateTimeOffset time)
-        {
-            using var command = Command(_connection, """
+        public void PutRequest(string requestId, string sessionId, DateTimeOffset time) =>
+            Write("""
                 INSERT INTO requests (request_id, session_id, time) VALUES (@rid, @sid, @time)
                 ON CONFLICT (request_id) DO UPDATE SET session_id = excluded.session_id, time = excluded.time
-                """, _transaction);
-            command.Parameters.AddWithValue("rid", requestId);
-            command.Parameters.AddWithValue("sid", sessionId);
-            command.Parameters.AddWithValue("time", time.ToUnixTimeMilliseconds());
-            command.ExecuteNonQuery();
-        }
+                """,
+                new NpgsqlParameter("rid", requestId),
+                new NpgsqlParameter("sid", sessionId),
+                new NpgsqlParameter("time", time.ToUnixTimeMilliseconds()));
 
         public bool TryAcquireLeadership(string name, string holder, DateTimeOffset now, TimeSpan lease)
         {
+            Flush();
             using var command = Command(_connection, """
                 INSERT INTO leaders (name, holder, expire_time) VALUES (@name, @holder, @expire)
                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expire_time = excluded.expire_time
@@ -299,35 +348,30 @@ public sealed class PostgresSessionStore : ISessionStore
             return command.ExecuteNonQuery() == 1;
         }
 
-        public void ReleaseLeadership(string name, string holder)
-        {
-            using var command = Command(_connection, "DELETE FROM leaders WHERE name = @name AND holder = @holder", _transaction);
-            command.Parameters.AddWithValue("name", name);
-            command.Parameters.AddWithValue("holder", holder);
-            command.ExecuteNonQuery();
-        }
+        public void ReleaseLeadership(string name, string holder) =>
+            Write("DELETE FROM leaders WHERE name = @name AND holder = @holder", new NpgsqlParameter("name", name), new NpgsqlParameter("holder", holder));
 
         public void Prune(long eventsUpToRevision, DateTimeOffset endedBefore, DateTimeOffset requestsBefore)
         {
-            using var command = Command(_connection, $"""
-                DELETE FROM events WHERE revision <= @revision;
-                DELETE FROM sessions WHERE state <> {ActiveState} AND end_time < @ended;
-                DELETE FROM requests WHERE time < @requests;
-                DELETE FROM heartbeats h WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = h.id AND s.state = {ActiveState});
-                """, _transaction);
-            command.Parameters.AddWithValue("revision", eventsUpToRevision);
-            command.Parameters.AddWithValue("ended", endedBefore.ToUnixTimeMilliseconds());
-            command.Parameters.AddWithValue("requests", requestsBefore.ToUnixTimeMilliseconds());
-            command.ExecuteNonQuery();
+            Write("DELETE FROM events WHERE revision <= @revision", new NpgsqlParameter("revision", eventsUpToRevision));
+            Write($"DELETE FROM sessions WHERE state <> {ActiveState} AND end_time < @ended", new NpgsqlParameter("ended", endedBefore.ToUnixTimeMilliseconds()));
+            Write("DELETE FROM requests WHERE time < @requests", new NpgsqlParameter("requests", requestsBefore.ToUnixTimeMilliseconds()));
+            Write($"DELETE FROM heartbeats h WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = h.id AND s.state = {ActiveState})");
         }
 
-        /// <summary>Commits, and tells the other replicas (NOTIFY is delivered with the commit, and only if it succeeds).</summary>
+        /// <summary>Sends what waits, tells the other replicas when it changed sessions (a notification is delivered with
+        /// the commit, and only if it succeeds; named by this replica, which does not wake for it) and commits.</summary>
         public void Commit()
         {
-            Execute(_connection, _transaction, $"NOTIFY {Channel}");
+            if (_changed) Write($"SELECT pg_notify('{Channel}', @replica)", new NpgsqlParameter("replica", _replica));
+            Flush();
             _transaction.Commit();
         }
 
-        public void Dispose() => _transaction.Dispose();
+        public void Dispose()
+        {
+            _pending.Dispose();
+            _transaction.Dispose();
+        }
     }
 }

@@ -115,6 +115,8 @@ public sealed class SqliteSessionStore : ISessionStore
     {
     }
 
+    public Dictionary<string, long> Heartbeats(IReadOnlyCollection<string> ids) => [];
+
     public Session? Get(string id)
     {
         using var connection = OpenReader();
