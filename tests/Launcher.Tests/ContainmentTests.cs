@@ -206,7 +206,8 @@ public sealed class ContainmentTests : ContainmentTestBase
         var successor = new LaunchRequest { Template = "sleeper", Workload = "held", RequestId = "held-2" };
         var before = Held().Keys.ToHashSet();
         await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = first.Id, Successor = successor });
-        var (heldId, heldPid) = Held().Single(h => !before.Contains(h.Key));
+        // (the held process may not have exec'd its gate yet when the call returns, on a busy machine)
+        var (heldId, heldPid) = (await Eventually.ValueAsync(() => Task.FromResult(Held().Where(h => !before.Contains(h.Key)).ToList()), h => h.Count == 1, Timeout, "the held process")).Single();
         // Already in its own cgroup, not yet running its program.
         var cgroup = Directory.GetDirectories(Path.GetDirectoryName(first.Cgroup)!).Single(d => Path.GetFileName(d) == heldId);
         Assert.Contains(heldPid.ToString(System.Globalization.CultureInfo.InvariantCulture), File.ReadAllLines(Path.Combine(cgroup, "cgroup.procs")));
@@ -221,7 +222,7 @@ public sealed class ContainmentTests : ContainmentTestBase
 
         // Armed again, then disarmed: the held process is killed unrun and its cgroup removed.
         await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = next.Id, Successor = new LaunchRequest { Template = "sleeper", Workload = "held", RequestId = "held-3" } });
-        var (thirdId, thirdPid) = Held().Single(h => h.Key != heldId && !before.Contains(h.Key));
+        var (thirdId, thirdPid) = (await Eventually.ValueAsync(() => Task.FromResult(Held().Where(h => h.Key != heldId && !before.Contains(h.Key)).ToList()), h => h.Count == 1, Timeout, "the second held process")).Single();
         await Client.ArmSuccessorAsync(new ArmSuccessorRequest { InstanceId = next.Id });
         await Eventually.ValueAsync(() => Task.FromResult(Held().ContainsKey(thirdId) || Directory.Exists(Path.Combine(Path.GetDirectoryName(first.Cgroup)!, thirdId))),
             gone => !gone, Timeout, $"held process {thirdPid} and its cgroup to go");
