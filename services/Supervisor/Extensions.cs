@@ -16,6 +16,8 @@ public static class Extensions
             var directory = DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<SupervisorOptions>>().Value.DataDirectory);
             return new WorkloadStore(Path.Combine(directory, "supervisor.db"));
         });
+        builder.Services.AddSingleton(sp => new ActingLock(Path.Combine(
+            DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<SupervisorOptions>>().Value.DataDirectory), "supervisor.lock")));
         builder.Services.AddPlatformGrpcClient<Launcher.V1.Launcher.LauncherClient>("launcher");
         builder.Services.AddPlatformGrpcClient<Monitor.V1.AgentMonitor.AgentMonitorClient>("monitor");
         builder.Services.AddSingleton<Dependencies>();
@@ -25,7 +27,9 @@ public static class Extensions
             .AddPlatformDependency("registry")
             .AddPlatformDependency("launcher")
             .AddPlatformDependency("monitor")
-            .Add(new HealthCheckRegistration("breakers", sp => sp.GetRequiredService<Dependencies>(), HealthStatus.Degraded, ["dependency"]));
+            .Add(new HealthCheckRegistration("breakers", sp => sp.GetRequiredService<Dependencies>(), HealthStatus.Degraded, ["dependency"]))
+            // A standby is not ready (grpc.health.v1 NOT_SERVING, /health 503): nothing should be sent to it. It is alive.
+            .AddCheck<ActingHealthCheck>("acting");
         return builder;
     }
 

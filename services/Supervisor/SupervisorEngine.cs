@@ -18,6 +18,7 @@ namespace Platform.Supervisor;
 /// </summary>
 public sealed class SupervisorEngine(
     WorkloadStore store,
+    ActingLock acting,
     Dependencies deps,
     IOptions<SupervisorOptions> options,
     TimeProvider time,
@@ -33,11 +34,42 @@ public sealed class SupervisorEngine(
 
     private int _reconciledOnce; // the first reconcile after start is logged, with its duration
 
+    private volatile bool _acting;
+
+    /// <summary>This Supervisor holds the store's <see cref="ActingLock"/> and has loaded its workloads.</summary>
+    public bool Acting => _acting;
+
+    /// <summary>Every API call first: a standby changes nothing and answers UNAVAILABLE.</summary>
+    public void EnsureActing()
+    {
+        if (!_acting)
+            throw PlatformException.Unavailable($"this Supervisor stands by: another one acts on the same store ({acting.Path}); it takes over when that one stops");
+    }
+
     public override Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (acting.TryAcquire()) Load();
+        else _logger.LogWarning("Another Supervisor acts on this store ({Lock}): standing by, changing nothing, until it stops", acting.Path);
+        return base.StartAsync(cancellationToken);
+    }
+
+    private void Load()
     {
         foreach (var record in store.LoadAll()) AddActor(record, reconciled: false);
         _logger.LogInformation("Loaded {Count} workloads; they start nothing until reconciled with the launcher", _actors.Count);
-        return base.StartAsync(cancellationToken);
+        _acting = true;
+    }
+
+    /// <summary>A standby takes the lock once the acting Supervisor's process has ended (looked at twice a second).</summary>
+    private async Task ActAsync(CancellationToken stoppingToken)
+    {
+        while (!_acting)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(500), time, stoppingToken);
+            if (!acting.TryAcquire()) continue;
+            _logger.LogWarning("The acting Supervisor has stopped: this one acts now");
+            Load();
+        }
     }
 
     private WorkloadActor AddActor(WorkloadRecord record, bool reconciled)
@@ -48,8 +80,18 @@ public sealed class SupervisorEngine(
         return actor;
     }
 
-    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Task.WhenAll(PumpLauncherAsync(stoppingToken), PumpMonitorAsync(stoppingToken));
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            await ActAsync(stoppingToken);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            return;
+        }
+        await Task.WhenAll(PumpLauncherAsync(stoppingToken), PumpMonitorAsync(stoppingToken));
+    }
 
     public override async Task StopAsync(CancellationToken cancellationToken)
     {

@@ -11,6 +11,7 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
 
     public override async Task<Workload> ApplyWorkload(ApplyWorkloadRequest request, ServerCallContext context)
     {
+        engine.EnsureActing();
         var v = new Violations();
         WorkloadValidation.Validate(request.Workload, v);
         if (request.RequestId.Length > 128) v.Add("request_id", "must be at most 128 characters");
@@ -27,6 +28,7 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
 
     public override async Task<DeleteWorkloadResponse> DeleteWorkload(DeleteWorkloadRequest request, ServerCallContext context)
     {
+        engine.EnsureActing();
         RequireName(request.Name);
         if (!await engine.DeleteAsync(request.Name)) throw PlatformException.NotFound("workload", request.Name);
         return new DeleteWorkloadResponse();
@@ -34,12 +36,14 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
 
     public override Task<Workload> GetWorkload(GetWorkloadRequest request, ServerCallContext context)
     {
+        engine.EnsureActing();
         RequireName(request.Name);
         return Task.FromResult(engine.Get(request.Name) ?? throw PlatformException.NotFound("workload", request.Name));
     }
 
     public override Task<ListWorkloadsResponse> ListWorkloads(ListWorkloadsRequest request, ServerCallContext context)
     {
+        engine.EnsureActing();
         var v = new Violations();
         if (request.PageSize is < 0 or > MaxPageSize) v.Add("page_size", $"must be between 0 and {MaxPageSize}");
         var after = "";
@@ -54,12 +58,14 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
 
     public override Task<Workload> RestartWorkload(RestartWorkloadRequest request, ServerCallContext context)
     {
+        engine.EnsureActing();
         RequireName(request.Name);
         return engine.RestartAsync(request.Name, request.Reason) ?? throw PlatformException.NotFound("workload", request.Name);
     }
 
     public override async Task WatchWorkloads(WatchWorkloadsRequest request, IServerStreamWriter<WorkloadEvent> responseStream, ServerCallContext context)
     {
+        engine.EnsureActing();
         if (request.Name.Length > 0 && !WorkloadName.IsValid(request.Name)) throw PlatformException.Invalid("name", $"'{request.Name}' is not a workload name");
         using var place = watchers.Enter(options.Value.MaxWatchers, "Supervisor:MaxWatchers");
         var events = engine.Watch(request.Name, out var subscription);
@@ -73,6 +79,7 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
 
     public override Task<ListWorkloadHistoryResponse> ListWorkloadHistory(ListWorkloadHistoryRequest request, ServerCallContext context)
     {
+        engine.EnsureActing();
         RequireName(request.Name);
         var v = new Violations();
         if (request.PageSize is < 0 or > MaxPageSize) v.Add("page_size", $"must be between 0 and {MaxPageSize}");

@@ -70,9 +70,26 @@ public abstract class SupervisorTestBase : IAsyncLifetime
     /// <summary>Settings of one test class for the supervisor process (environment variables, on top of the common ones).</summary>
     protected virtual IReadOnlyDictionary<string, string> SupervisorSettings => new Dictionary<string, string>();
 
+    protected static string SupervisorDll => AppHostProcess.ProjectOutput(typeof(SupervisorTestBase).Assembly, "Platform.Supervisor");
+
     protected async Task StartSupervisorAsync()
     {
-        var dll = AppHostProcess.ProjectOutput(typeof(SupervisorTestBase).Assembly, "Platform.Supervisor");
+        SupervisorProcess = await ServiceProcess.StartAsync(SupervisorDll, Sub("supervisor"), SupervisorEnvironment());
+        UseSupervisor(SupervisorProcess);
+    }
+
+    /// <summary>Client is now <paramref name="supervisor"/>'s (DisposeAsync stops the one in SupervisorProcess).</summary>
+    protected void UseSupervisor(ServiceProcess supervisor)
+    {
+        SupervisorProcess = supervisor;
+        _supervisorChannel?.Dispose();
+        _supervisorChannel = GrpcChannel.ForAddress(SupervisorProcess.GrpcUrl);
+        Client = new V1.Supervisor.SupervisorClient(_supervisorChannel.Intercept(DefaultDeadline.Minute));
+    }
+
+    /// <summary>What the supervisor process is started with: its dependencies' addresses and the class's settings.</summary>
+    protected Dictionary<string, string> SupervisorEnvironment()
+    {
         var settings = new Dictionary<string, string>
         {
             ["services__registry__grpc__0"] = Registry.Address,
@@ -81,10 +98,7 @@ public abstract class SupervisorTestBase : IAsyncLifetime
             ["Supervisor__ResyncInterval"] = "00:00:01",
         };
         foreach (var (key, value) in SupervisorSettings) settings[key] = value;
-        SupervisorProcess = await ServiceProcess.StartAsync(dll, Sub("supervisor"), settings);
-        _supervisorChannel?.Dispose();
-        _supervisorChannel = GrpcChannel.ForAddress(SupervisorProcess.GrpcUrl);
-        Client = new V1.Supervisor.SupervisorClient(_supervisorChannel.Intercept(DefaultDeadline.Minute));
+        return settings;
     }
 
     public virtual async Task DisposeAsync()

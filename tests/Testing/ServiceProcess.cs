@@ -48,14 +48,15 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// Starts <paramref name="assemblyPath"/> and waits until it answers SERVING over grpc.health.v1; on
     /// <paramref name="grpcUrl"/> when given (so that others can be told it before it runs), else on a free port.
     /// </summary>
-    public static async Task<ServiceProcess> StartAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null, string? grpcUrl = null)
+    public static async Task<ServiceProcess> StartAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null, string? grpcUrl = null,
+        HealthCheckResponse.Types.ServingStatus until = HealthCheckResponse.Types.ServingStatus.Serving)
     {
         // A free port can be taken by another test between FreePort() and the service's bind: then try new ports.
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                return await StartOnceAsync(assemblyPath, dataDirectory, environment, timeout, grpcUrl);
+                return await StartOnceAsync(assemblyPath, dataDirectory, environment, timeout, grpcUrl, until);
             }
             catch (InvalidOperationException e) when (grpcUrl is null && attempt < 3 && e.Message.Contains("address already in use", StringComparison.Ordinal))
             {
@@ -63,7 +64,8 @@ public sealed class ServiceProcess : IAsyncDisposable
         }
     }
 
-    private static async Task<ServiceProcess> StartOnceAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment, TimeSpan? timeout, string? grpcUrl)
+    private static async Task<ServiceProcess> StartOnceAsync(string assemblyPath, string dataDirectory, IReadOnlyDictionary<string, string>? environment, TimeSpan? timeout, string? grpcUrl,
+        HealthCheckResponse.Types.ServingStatus until)
     {
         var grpc = grpcUrl ?? $"http://127.0.0.1:{FreePort()}";
         var http = $"http://127.0.0.1:{FreePort()}";
@@ -88,7 +90,7 @@ public sealed class ServiceProcess : IAsyncDisposable
         var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
         // SERVING from this process's own socket: a free port taken by another test's server between FreePort() and
         // the bind answers the health check too (then every call is UNIMPLEMENTED), while this process fails to bind.
-        while (await AppHostProcess.CheckHealthAsync(grpc) != HealthCheckResponse.Types.ServingStatus.Serving || !Listens(service.Pid, new Uri(grpc).Port))
+        while (await AppHostProcess.CheckHealthAsync(grpc) != until || !Listens(service.Pid, new Uri(grpc).Port))
         {
             if (service.HasExited || DateTime.UtcNow > deadline)
             {
