@@ -130,7 +130,7 @@ public sealed class WorkloadActor
                 // waited for a message that might never come (an arm scheduled by ArmAt was then never made).
                 var now = _time.GetUtcNow();
                 var delay = WorkloadCore.NextWake(_state, now, _options) - now;
-                if (delay <= TimeSpan.Zero && _inbox.Reader.Count == 0 && WorkloadCore.StartDue(_state, now)) continue;
+                if (delay <= TimeSpan.Zero && _inbox.Reader.Count == 0 && WorkloadCore.WakeDue(_state, now)) continue;
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(token);
                 var read = _inbox.Reader.WaitToReadAsync(wait.Token).AsTask();
                 if (delay > TimeSpan.Zero)

@@ -70,7 +70,7 @@ public static partial class WorkloadCore
                         else
                         {
                             _targetsAdded = true;
-                            if (_targetsRetryAt != default && Status.Phase == Phase.Running)
+                            if (Status.Phase == Phase.Running && Status.Message.StartsWith(TargetsRefusedForNow, StringComparison.Ordinal))
                                 Save(Phase.Running, $"running generation {Status.Generation} (pid {Status.Pid}); the monitor probes it now");
                             _targetsRetryAt = default;
                         }
@@ -79,7 +79,7 @@ public static partial class WorkloadCore
                     {
                         // Refused for now (a tmux server the workload starts itself is not up yet): added again shortly.
                         _targetsRetryAt = _now + _options.TargetRetryInterval;
-                        var message = $"running; the monitor cannot probe it yet: {r.Error.Detail} (tried again every {_options.TargetRetryInterval.TotalSeconds:0.###} s)";
+                        var message = $"{TargetsRefusedForNow}: {r.Error.Detail} (tried again every {_options.TargetRetryInterval.TotalSeconds:0.###} s)";
                         if (Status.Message != message) Save(Status.Phase, message);
                     }
                     else if (!r.Error.Unreachable)
@@ -103,6 +103,8 @@ public static partial class WorkloadCore
                 default: throw new InvalidOperationException($"{step.GetType().Name} made no call");
             }
         }
+
+        private const string TargetsRefusedForNow = "running; the monitor cannot probe it yet";
 
         // ------------------------------------------------------------------ starting
 

@@ -12,6 +12,7 @@ public static partial class WorkloadCore
         /// <summary>Adds the current generation's targets to the Monitor unless it holds them.</summary>
         private void EnsureTargets()
         {
+            if (_targetsRetryAt != default && _targetsRetryAt <= _now) _targetsRetryAt = default; // due: tried now (or moot)
             if (_targetsAdded || !HasInstance) return;
             if (_targetsRetryAt > _now && _targetsGeneration == Status.Generation) return; // refused for now: not yet
             var targets = Targets();

@@ -46,12 +46,22 @@ public static partial class WorkloadCore
         // A start waits for RetryAt too (a launcher out of reach): due then, not now, or the loop would wait for a message.
         if (tracker.NextStartAt is { } next && next < wake) wake = next > state.RetryAt ? next : state.RetryAt;
         if (state.RetryAt > now && state.RetryAt < wake) wake = state.RetryAt;
-        if (state.ArmAt > now && state.ArmAt < wake) wake = state.ArmAt;
-        if (!state.TargetsAdded && state.TargetsRetryAt > now && state.TargetsRetryAt < wake) wake = state.TargetsRetryAt;
+        // Scheduled steps count even when already due: a tick that read the clock a moment before one came due (a timer
+        // fires up to a millisecond early) did not take it, and the loop, reading the clock again just after, must tick
+        // again at once (WakeDue), not sleep until the next resync. Dropping a due ArmAt here left generations
+        // restarted by the supervisor unarmed for minutes (ImmediateRestartTests, about one run in three).
+        if (state.ArmAt != default && state.ArmAt < wake) wake = state.ArmAt;
+        if (!state.TargetsAdded && state.TargetsRetryAt != default && state.TargetsRetryAt < wake) wake = state.TargetsRetryAt;
         if (tracker.State.StartedAt is { } started && (tracker.ConsecutiveFailures > 0 || tracker.State.RecentRestarts.Count > 0) &&
             started + tracker.Policy.StableAfter is var stable && stable > now && stable < wake) wake = stable;
         return wake;
     }
+
+    /// <summary>A tick now would do something the clock scheduled: a start, an arm, or adding refused targets again.</summary>
+    public static bool WakeDue(WorkloadState state, DateTimeOffset now) =>
+        StartDue(state, now) ||
+        (state.ArmAt != default && now >= state.ArmAt) ||
+        (!state.TargetsAdded && state.TargetsRetryAt != default && now >= state.TargetsRetryAt);
 
     /// <summary>A start is due now (a tick would start one).</summary>
     public static bool StartDue(WorkloadState state, DateTimeOffset now) =>

@@ -351,8 +351,9 @@ internal sealed class CoreRunner
             Check(p.Phase == RestartPhase.CoolingOff || stableRun,
                 $"the failure count reset from {p.ConsecutiveFailures} to {s.ConsecutiveFailures} without a stable run or a spent cool-off ({p.Phase}, started {p.StartedAt:HH:mm:ss.fff}, now {now:HH:mm:ss.fff})");
         if (call is null) Check(after.Todo.Count == 0 && !after.Waiting, "the core waits with no call made");
-        // The actor sleeps until NextWake when no start is due: a wake not after now would leave it waiting for a message.
-        if (call is null && !after.Deleted && !WorkloadCore.StartDue(after, now))
+        // The actor ticks again at once when something the clock scheduled is due (WakeDue), else sleeps until NextWake:
+        // a wake not after now with nothing due would leave it waiting for a message.
+        if (call is null && !after.Deleted && !WorkloadCore.WakeDue(after, now))
             Check(WorkloadCore.NextWake(after, now, Options) > now, $"the next wake {WorkloadCore.NextWake(after, now, Options):HH:mm:ss.fff} is not after now {now:HH:mm:ss.fff}");
     }
 
