@@ -172,12 +172,17 @@ public sealed class WorkloadActor
         {
             var now = _time.GetUtcNow();
             var (state, actions) = WorkloadCore.Decide(_state, e, now, _options);
+            // Stored before anyone can read it: the state becomes visible (GetWorkload, watchers, replies) only once
+            // durable. Before, a reader could see a new status that a SIGKILL a moment later took back (a BACKING_OFF
+            // read just before the kill came back RUNNING, then backed off again from a later time).
+            foreach (var action in actions)
+                if (action is WorkloadAction.Persist or WorkloadAction.DeleteRecord) Run(action, now);
             _state = state;
             Call? call = null;
             foreach (var action in actions)
             {
                 if (action is Call c) call = c;
-                else Run(action, now);
+                else if (action is not (WorkloadAction.Persist or WorkloadAction.DeleteRecord)) Run(action, now);
             }
             if (state.Deleted && !_inbox.Reader.Completion.IsCompleted)
             {
