@@ -101,37 +101,35 @@ public sealed class RegistryEngine(
         var response = new HeartbeatResponse();
         foreach (var id in ids)
         {
-            if (Leases.TryGet(id, out var lease) && lease.TryRenew(now)) response.RenewedIds.Add(id);
-            else if (store.Shared && LiveElsewhere(id, lease, now) is { } ttl)
+            if (Leases.TryGet(id, out var lease) && lease.TryRenew(now))
+            {
+                response.RenewedIds.Add(id);
+                if (store.Shared) _renewed[id] = now;
+                continue;
+            }
+            // One read of the store for what follows: a shared store may know it alive; any store knows it ended.
+            var stored = store.Shared || lease is null ? store.Get(id) : null;
+            if (store.Shared && stored is { State: Session.Types.State.Active } live && LiveElsewhere(id, live, lease, now) is { } ttl)
             {
                 // Registered on another replica before this one caught up, or renewed there while this one's copy of
                 // the lease ran out: its lease goes on from here.
                 Leases.Add(id, ttl, clock);
                 response.RenewedIds.Add(id);
+                _renewed[id] = now;
             }
-            else if (lease is not null || store.Get(id) is not null)
-            {
-                response.ExpiredIds.Add(id);
-                continue;
-            }
-            else
-            {
-                response.UnknownIds.Add(id);
-                continue;
-            }
-            if (store.Shared) _renewed[id] = now;
+            else if (lease is not null || stored is not null) response.ExpiredIds.Add(id);
+            else response.UnknownIds.Add(id);
         }
         return response;
     }
 
     // ---- Several replicas on one store ----
 
-    /// <summary>On a shared store, whether a session whose lease is missing or ran out here is alive by what the other
-    /// replicas stored: ACTIVE, and its latest heartbeat (registration, renewals stored by any replica, this one's)
+    /// <summary>On a shared store, whether an ACTIVE session whose lease is missing or ran out here is alive by what the
+    /// other replicas stored: its latest heartbeat (registration, renewals stored by any replica, this one's)
     /// younger than its ttl. Its ttl if so. A renewal made elsewhere in the last HeartbeatFlushInterval is not seen yet.</summary>
-    private TimeSpan? LiveElsewhere(string id, LeaseTable.Lease? lease, long now)
+    private TimeSpan? LiveElsewhere(string id, Session live, LeaseTable.Lease? lease, long now)
     {
-        if (store.Get(id) is not { State: Session.Types.State.Active } live) return null;
         var ttl = live.Ttl.ToTimeSpan();
         var beat = live.HeartbeatTime?.ToDateTimeOffset().UtcTicks ?? 0;
         if (lease is not null) beat = Math.Max(beat, lease.Read().Heartbeat);
@@ -172,7 +170,7 @@ public sealed class RegistryEngine(
         while (!stoppingToken.IsCancellationRequested)
         {
             await store.WaitForChangeAsync(TimeSpan.FromSeconds(5), stoppingToken);
-            if (Interlocked.Exchange(ref _catchUpQueued, 1) == 0) _commands.Writer.TryWrite(new CatchUpCommand(this));
+            if (Interlocked.Exchange(ref _catchUpQueued, 1) == 0) _commands.Writer.TryWrite(new CatchUpCommand());
         }
     }
 
@@ -500,9 +498,9 @@ public sealed class RegistryEngine(
 
     /// <summary>Nothing but the catch-up every batch begins with: the other replicas' commits reach this one's memory
     /// and watchers.</summary>
-    private sealed class CatchUpCommand(RegistryEngine engine) : Command<bool>
+    private sealed class CatchUpCommand : Command<bool>
     {
-        public override void Apply(RegistryEngine e, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
+        public override void Apply(RegistryEngine engine, IStoreBatch transaction, DateTimeOffset now, List<SessionEvent> events)
         {
             Interlocked.Exchange(ref engine._catchUpQueued, 0);
             SetResult(true);
