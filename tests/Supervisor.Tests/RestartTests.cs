@@ -57,11 +57,19 @@ public sealed class SupervisorRestartTests : SupervisorTestBase
         await SupervisorProcess.KillAsync();
         await StartSupervisorAsync();
 
-        var all = await Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "historic" });
+        // The restarted supervisor adopts the running instance and says so in the history once it has reconciled, which
+        // may be a moment after it serves: wait for that line, so the history no longer grows while it is paged below.
+        var all = await Testing.Eventually.ValueAsync(
+            async () => await Client.ListWorkloadHistoryAsync(new ListWorkloadHistoryRequest { Name = "historic" }),
+            h => h.Entries.Any(l => l.Event == "adopted"), Timeout, "the adoption line after the supervisor's restart");
         Assert.Equal("", all.NextPageToken);
         var lines = all.Entries.ToList();
-        // Newest first: the restart's start, the exit of generation 1 (killed by signal 9), the first start; then, after
-        // the SIGKILL of the supervisor, maybe an adoption line on top.
+        // Newest first: the adoption of generation 2 by the restarted supervisor, the restart's start, the exit of
+        // generation 1 (killed by signal 9), the first start.
+        var adopted = Assert.Single(lines, l => l.Event == "adopted");
+        Assert.Equal(0, lines.IndexOf(adopted));
+        Assert.Equal(second.Status.Generation, adopted.Generation);
+        Assert.Contains(second.Status.InstanceId, adopted.Detail);
         var started = lines.Where(l => l.Event == "started").ToList();
         Assert.Equal([second.Status.Generation, 1L], started.Select(l => l.Generation));
         var exit = Assert.Single(lines, l => l.Event == "exited");
