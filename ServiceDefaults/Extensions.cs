@@ -145,7 +145,8 @@ public static class Extensions
     /// <summary>The service discovery address of a platform service's gRPC endpoint.</summary>
     public static Uri PlatformGrpcAddress(string serviceName) => new($"http://_grpc.{serviceName}");
 
-    private static MethodConfig DefaultRetry => new()
+    /// <summary>The retry policy of platform clients: UNAVAILABLE retried 3 times, 200 ms doubling to 2 s.</summary>
+    public static MethodConfig DefaultRetry => new()
     {
         Names = { MethodName.Default },
         RetryPolicy = new RetryPolicy

@@ -34,6 +34,13 @@ public static class Extensions
         });
         builder.Services.AddHealthChecks().Add(new Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckRegistration(
             "sessions", sp => sp.GetRequiredService<SessionSync>(), Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Degraded, ["dependency"]));
+        if (builder.Configuration.GetValue<bool>($"{LauncherOptions.Section}:{nameof(LauncherOptions.RegisterNode)}"))
+        {
+            builder.Services.AddSingleton<NodeRegistration>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<NodeRegistration>());
+            builder.Services.AddHealthChecks().Add(new Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckRegistration(
+                "node", sp => sp.GetRequiredService<NodeRegistration>(), Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Degraded, ["dependency"]));
+        }
         builder.Services.AddSingleton<LogRotator>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<LogRotator>());
         return builder;

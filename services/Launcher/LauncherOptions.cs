@@ -17,6 +17,23 @@ public sealed class LauncherOptions
     /// <summary>This node's name in instances and sessions; default the host name.</summary>
     public string? Node { get; set; }
 
+    /// <summary>Announce this launcher as a node in the registry, for a Supervisor that places workloads on nodes
+    /// (Supervisor:Nodes=registry). Default false: a Supervisor that knows one launcher by its service name.</summary>
+    public bool RegisterNode { get; set; }
+
+    /// <summary>The node's gRPC address as the Supervisor reaches it (default: the grpc endpoint's URL).</summary>
+    public string? Address { get; set; }
+
+    /// <summary>The node's labels, matched by workloads' node selectors (Launcher:Labels:&lt;key&gt;).</summary>
+    public Dictionary<string, string> Labels { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Running instances this node takes (0: no limit); a node at capacity is not chosen for new placements.</summary>
+    public int Capacity { get; set; }
+
+    /// <summary>The lease of the node's registration: a node not renewed for this long is lost, and its workloads
+    /// start elsewhere.</summary>
+    public TimeSpan NodeLease { get; set; } = TimeSpan.FromSeconds(10);
+
     public TimeSpan DefaultStopGrace { get; set; } = TimeSpan.FromSeconds(3);
 
     /// <summary>An output file larger than this is rotated (copied to .1, then truncated).</summary>

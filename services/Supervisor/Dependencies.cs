@@ -6,36 +6,22 @@ using Polly.CircuitBreaker;
 namespace Platform.Supervisor;
 
 /// <summary>
-/// The Launcher and the Monitor behind circuit breakers (Polly): after repeated UNAVAILABLE or deadline failures a
-/// breaker opens for 5 s and calls fail at once instead of piling up. Nothing is restarted while a dependency is down
-/// (<see cref="IsUnreachable"/>); the health report names the breakers and the event streams that are down.
+/// The launchers (one per node, see <see cref="NodeSet"/>) and the Monitor, each behind a circuit breaker (Polly): after
+/// repeated UNAVAILABLE or deadline failures a breaker opens for 5 s and calls fail at once instead of piling up. Nothing
+/// is restarted while a workload's launcher is down (<see cref="IsUnreachable"/>); the health report names the breakers
+/// and the event streams that are down.
 /// </summary>
 public sealed class Dependencies : IHealthCheck
 {
-    private readonly CircuitBreakerStateProvider _launcherState = new();
     private readonly CircuitBreakerStateProvider _monitorState = new();
 
-    public Dependencies(Launcher.V1.Launcher.LauncherClient launcher, Monitor.V1.AgentMonitor.AgentMonitorClient monitor, TimeProvider time,
+    public Dependencies(NodeSet nodes, Monitor.V1.AgentMonitor.AgentMonitorClient monitor, TimeProvider time,
         Microsoft.Extensions.Options.IOptions<SupervisorOptions> options)
     {
-        Launcher = launcher;
+        Nodes = nodes;
         Monitor = monitor;
         _launches = new SemaphoreSlim(Math.Max(1, options.Value.MaxLaunchesInFlight));
-        _launcherPipeline = Breaker(_launcherState, time);
-        _monitorPipeline = Breaker(_monitorState, time);
-    }
-
-    public Launcher.V1.Launcher.LauncherClient Launcher { get; }
-    public Monitor.V1.AgentMonitor.AgentMonitorClient Monitor { get; }
-    private readonly ResiliencePipeline _launcherPipeline;
-    private readonly ResiliencePipeline _monitorPipeline;
-
-    /// <summary>Whether the Launcher's and the Monitor's event streams are connected.</summary>
-    public volatile bool LauncherEvents;
-    public volatile bool MonitorStatuses;
-
-    private static ResiliencePipeline Breaker(CircuitBreakerStateProvider state, TimeProvider time) =>
-        new ResiliencePipelineBuilder { TimeProvider = time }
+        _monitorPipeline = new ResiliencePipelineBuilder { TimeProvider = time }
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions
             {
                 FailureRatio = 0.5,
@@ -43,24 +29,41 @@ public sealed class Dependencies : IHealthCheck
                 SamplingDuration = TimeSpan.FromSeconds(10),
                 BreakDuration = TimeSpan.FromSeconds(5),
                 ShouldHandle = new PredicateBuilder().Handle<RpcException>(IsUnreachable),
-                StateProvider = state,
+                StateProvider = _monitorState,
             })
             .Build();
+    }
 
-    public Task<T> CallLauncherAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken) =>
-        _launcherPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();
+    public NodeSet Nodes { get; }
+    public Monitor.V1.AgentMonitor.AgentMonitorClient Monitor { get; }
+    private readonly ResiliencePipeline _monitorPipeline;
+
+    /// <summary>Whether the Monitor's status stream is connected.</summary>
+    public volatile bool MonitorStatuses;
+
+    /// <summary>Whether any launcher's event stream is connected (for the static launcher: it is).</summary>
+    public bool LauncherEvents => Nodes.All.Any(n => n.EventsConnected);
+
+    /// <summary>A call to the launcher of <paramref name="node"/>; UNAVAILABLE at once when that node is not known
+    /// (lost, or not registered yet).</summary>
+    public Task<T> CallLauncherAsync<T>(string node, Func<Launcher.V1.Launcher.LauncherClient, CancellationToken, Task<T>> call, CancellationToken cancellationToken)
+    {
+        if (Nodes.Get(node) is not { } client)
+            throw new RpcException(new Status(StatusCode.Unavailable, $"node '{node}' is not registered (lost, or not back yet)"));
+        return client.Pipeline.ExecuteAsync(async ct => await call(client.Client, ct), cancellationToken).AsTask();
+    }
 
     /// <summary>
     /// A launch, after waiting for one of <see cref="SupervisorOptions.MaxLaunchesInFlight"/> places: many workloads
     /// applied at once start as fast as the Launcher takes them, instead of running into its own limit
     /// (RESOURCE_EXHAUSTED) and failing their applies.
     /// </summary>
-    public async Task<T> LaunchAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken)
+    public async Task<T> LaunchAsync<T>(string node, Func<Launcher.V1.Launcher.LauncherClient, CancellationToken, Task<T>> call, CancellationToken cancellationToken)
     {
         await _launches.WaitAsync(cancellationToken);
         try
         {
-            return await CallLauncherAsync(call, cancellationToken);
+            return await CallLauncherAsync(node, call, cancellationToken);
         }
         finally
         {
@@ -80,18 +83,26 @@ public sealed class Dependencies : IHealthCheck
 
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
+        var nodes = Nodes.All;
         var data = new Dictionary<string, object>
         {
-            ["launcher_breaker"] = _launcherState.CircuitState.ToString(),
             ["monitor_breaker"] = _monitorState.CircuitState.ToString(),
-            ["launcher_events"] = LauncherEvents ? "connected" : "disconnected",
             ["monitor_statuses"] = MonitorStatuses ? "connected" : "disconnected",
+            ["nodes"] = nodes.Count,
         };
         var down = new List<string>();
-        if (_launcherState.CircuitState != CircuitState.Closed || !LauncherEvents) down.Add($"launcher (breaker {_launcherState.CircuitState}, events {(LauncherEvents ? "connected" : "disconnected")})");
+        foreach (var node in nodes)
+        {
+            var label = nodes.Count == 1 && Nodes.Static ? "launcher" : $"node {node.Name}";
+            data[Nodes.Static ? "launcher_breaker" : $"node_{node.Name}_breaker"] = node.BreakerState.CircuitState.ToString();
+            data[Nodes.Static ? "launcher_events" : $"node_{node.Name}_events"] = node.EventsConnected ? "connected" : "disconnected";
+            if (node.BreakerState.CircuitState != CircuitState.Closed || !node.EventsConnected)
+                down.Add($"{label} (breaker {node.BreakerState.CircuitState}, events {(node.EventsConnected ? "connected" : "disconnected")})");
+        }
+        if (!Nodes.Static && nodes.Count == 0) down.Add("launchers (no node registered)");
         if (_monitorState.CircuitState != CircuitState.Closed || !MonitorStatuses) down.Add($"monitor (breaker {_monitorState.CircuitState}, statuses {(MonitorStatuses ? "connected" : "disconnected")})");
         return Task.FromResult(down.Count == 0
-            ? HealthCheckResult.Healthy("launcher and monitor reachable", data)
+            ? HealthCheckResult.Healthy(Nodes.Static ? "launcher and monitor reachable" : $"{nodes.Count} nodes and the monitor reachable", data)
             : HealthCheckResult.Degraded($"degraded: {string.Join("; ", down)} down; running workloads are left alone", data: data));
     }
 }

@@ -19,14 +19,21 @@ public static class Extensions
         builder.Services.AddSingleton(sp => new ActingLock(Path.Combine(
             DataDirectory.Resolve(builder.Configuration, sp.GetRequiredService<IOptions<SupervisorOptions>>().Value.DataDirectory), "supervisor.lock")));
         builder.Services.AddPlatformGrpcClient<Launcher.V1.Launcher.LauncherClient>("launcher");
+        builder.Services.AddPlatformGrpcClient<Registry.V1.SessionRegistry.SessionRegistryClient>("registry");
+        var nodes = builder.Configuration[$"{SupervisorOptions.Section}:{nameof(SupervisorOptions.Nodes)}"] ?? "static";
+        if (nodes is not ("static" or "registry"))
+            throw new InvalidOperationException($"Supervisor:Nodes is '{nodes}'; it must be 'static' (one launcher, the \"launcher\" service) or 'registry' (the nodes launchers announce)");
+        builder.Services.AddSingleton(sp => nodes == "registry"
+            ? new NodeSet()
+            : new NodeSet(new NodeClient("", "launcher", new Dictionary<string, string>(), 0, sp.GetRequiredService<Launcher.V1.Launcher.LauncherClient>(), sp.GetRequiredService<TimeProvider>())));
         builder.Services.AddPlatformGrpcClient<Monitor.V1.AgentMonitor.AgentMonitorClient>("monitor");
         builder.Services.AddSingleton<Dependencies>();
         builder.Services.AddSingleton<SupervisorEngine>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<SupervisorEngine>());
-        builder.Services.AddHealthChecks()
-            .AddPlatformDependency("registry")
-            .AddPlatformDependency("launcher")
-            .AddPlatformDependency("monitor")
+        var checks = builder.Services.AddHealthChecks().AddPlatformDependency("registry");
+        // With nodes, the launchers are the nodes (their breakers and event streams, in "breakers"), not one service.
+        if (nodes == "static") checks.AddPlatformDependency("launcher");
+        checks.AddPlatformDependency("monitor")
             .Add(new HealthCheckRegistration("breakers", sp => sp.GetRequiredService<Dependencies>(), HealthStatus.Degraded, ["dependency"]))
             // A standby is not ready (grpc.health.v1 NOT_SERVING, /health 503): nothing should be sent to it. It is alive.
             .AddCheck<ActingHealthCheck>("acting");

@@ -22,8 +22,11 @@ public sealed class SupervisorEngine(
     Dependencies deps,
     IOptions<SupervisorOptions> options,
     TimeProvider time,
+    IServiceProvider services,
     ILoggerFactory loggers) : BackgroundService
 {
+    private readonly Dictionary<string, (NodeClient Node, CancellationTokenSource Stop, Task Pump)> _pumps = new(StringComparer.Ordinal);
+    private readonly Lock _pumpLock = new();
     private readonly ConcurrentDictionary<string, WorkloadActor> _actors = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _creating = new(StringComparer.Ordinal);
     private readonly ILogger _logger = loggers.CreateLogger<SupervisorEngine>();
@@ -74,6 +77,7 @@ public sealed class SupervisorEngine(
 
     private WorkloadActor AddActor(WorkloadRecord record, bool reconciled)
     {
+        deps.Nodes.Assign(record.Workload.Name, record.Workload.Status.Node);
         var actor = new WorkloadActor(record, reconciled, deps, store, options.Value, time, loggers.CreateLogger("Platform.Supervisor.Workload"), Publish);
         _actors[record.Workload.Name] = actor;
         actor.Start();
@@ -90,7 +94,16 @@ public sealed class SupervisorEngine(
         {
             return;
         }
-        await Task.WhenAll(PumpLauncherAsync(stoppingToken), PumpMonitorAsync(stoppingToken));
+        var launchers = deps.Nodes.Static ? PumpNodeAsync(deps.Nodes.All[0], stoppingToken) : FollowNodesAsync(stoppingToken);
+        await Task.WhenAll(launchers, PumpMonitorAsync(stoppingToken));
+        Task[] pumps;
+        lock (_pumpLock) pumps = [.. _pumps.Values.Select(p => p.Pump)];
+        await Task.WhenAll(pumps);
+        foreach (var (node, stop, _) in _pumps.Values)
+        {
+            stop.Dispose();
+            node.Channel?.Dispose();
+        }
     }
 
     public override async Task StopAsync(CancellationToken cancellationToken)
@@ -187,33 +200,134 @@ public sealed class SupervisorEngine(
 
     // ------------------------------------------------------------------ event pumps
 
-    /// <summary>Subscribes to the Launcher's events, then lists its running instances and reconciles every workload;
-    /// from then on an EXITED event reaches its workload at once. Starts over after any break.</summary>
-    private Task PumpLauncherAsync(CancellationToken stoppingToken) => FollowAsync("Launcher events", connected => deps.LauncherEvents = connected,
+    /// <summary>Subscribes to a launcher's events, then lists its running instances and reconciles the workloads;
+    /// from then on an EXITED event reaches its workload at once. Starts over after any break. Static: every workload
+    /// is reconciled against the one launcher. Nodes: the workloads placed there or with instances there; a node is
+    /// given new placements only once that is done, so a node back from a loss is fenced (its instances of older
+    /// generations stopped) before anything else is started there.</summary>
+    private Task PumpNodeAsync(NodeClient node, CancellationToken stoppingToken) => FollowAsync(
+        deps.Nodes.Static ? "Launcher events" : $"Launcher events of node {node.Name}", connected => node.EventsConnected = connected,
         "running workloads are left alone until it is back", async connected =>
         {
-            using var events = deps.Launcher.WatchInstanceEvents(new WatchInstanceEventsRequest(), cancellationToken: stoppingToken);
+            using var events = node.Client.WatchInstanceEvents(new WatchInstanceEventsRequest(), cancellationToken: stoppingToken);
             await events.ResponseHeadersAsync;
             var listedAt = time.GetTimestamp();
             var running = new List<Instance>();
             var token = "";
             do
             {
-                var page = await deps.Launcher.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000, PageToken = token },
+                var page = await node.Client.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running, PageSize = 1000, PageToken = token },
                     deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: stoppingToken);
                 running.AddRange(page.Instances);
                 token = page.NextPageToken;
             } while (token.Length > 0);
             var byWorkload = running.Where(i => i.Labels.ContainsKey(WorkloadLabels.Workload)).ToLookup(i => i.Labels[WorkloadLabels.Workload]);
-            await Task.WhenAll(_actors.Values.Select(a => a.Reconcile([.. byWorkload[a.Name]])));
+            if (deps.Nodes.Static) await Task.WhenAll(_actors.Values.Select(a => a.Reconcile([.. byWorkload[a.Name]])));
+            else await Task.WhenAll(_actors.Values.Where(a => a.Node == node.Name || byWorkload.Contains(a.Name)).Select(a => a.Reconcile([.. byWorkload[a.Name]], node.Name)));
             connected();
-            _ = ReconciledWhenDoneAsync(listedAt);
+            var reconciled = ReconciledWhenDoneAsync(listedAt, deps.Nodes.Static ? "the launcher" : $"node {node.Name}");
+            if (!deps.Nodes.Static) _ = reconciled.ContinueWith(_ => node.Ready = true, TaskScheduler.Default);
             await foreach (var e in events.ResponseStream.ReadAllAsync(stoppingToken))
             {
                 if (e.Type == InstanceEvent.Types.Type.Exited && _actors.TryGetValue(e.Instance.Workload, out var actor))
                     await actor.InstanceExited(e.Instance, e.Successor);
             }
         }, stoppingToken);
+
+    /// <summary>
+    /// Follows the nodes the launchers announce in the registry (list, then watch): a new node gets a channel to its
+    /// own address and an event pump; a node whose session expired or ended is lost, and every workload on it is placed
+    /// again. After the first list, workloads whose node is not registered any more (lost while this supervisor was
+    /// down) are placed again too, and workloads never placed count as reconciled.
+    /// </summary>
+    private Task FollowNodesAsync(CancellationToken stoppingToken)
+    {
+        var registry = services.GetRequiredService<Registry.V1.SessionRegistry.SessionRegistryClient>();
+        var tokens = services.GetRequiredService<PlatformTokens>();
+        var first = true;
+        return FollowAsync("registry nodes", _ => { }, "lost nodes are not noticed until it is back", async connected =>
+        {
+            var alive = new Dictionary<string, Registry.V1.Session>(StringComparer.Ordinal);
+            long revision = 0;
+            var token = "";
+            do
+            {
+                var page = await registry.ListSessionsAsync(new Registry.V1.ListSessionsRequest { Workload = Nodes.Workload, State = Registry.V1.Session.Types.State.Active, PageSize = 1000, PageToken = token },
+                    deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: stoppingToken);
+                foreach (var session in page.Sessions) alive[session.Instance] = session;
+                revision = revision == 0 ? page.Revision : revision;
+                token = page.NextPageToken;
+            } while (token.Length > 0);
+            using var watch = registry.WatchSessions(new Registry.V1.WatchSessionsRequest { FromRevision = revision, Workload = Nodes.Workload }, cancellationToken: stoppingToken);
+            await watch.ResponseHeadersAsync;
+            connected();
+            foreach (var session in alive.Values) NodeUp(session, tokens, stoppingToken);
+            foreach (var known in deps.Nodes.All.Where(n => !alive.ContainsKey(n.Name)).ToList()) await NodeDownAsync(known.Name, "not registered any more");
+            if (first)
+            {
+                first = false;
+                foreach (var actor in _actors.Values)
+                {
+                    if (actor.Node.Length == 0) await actor.Reconcile([], "");
+                    else if (!alive.ContainsKey(actor.Node)) await actor.NodeGone(actor.Node);
+                }
+            }
+            await foreach (var e in watch.ResponseStream.ReadAllAsync(stoppingToken))
+            {
+                if (e.Session.State == Registry.V1.Session.Types.State.Active) NodeUp(e.Session, tokens, stoppingToken);
+                else await NodeDownAsync(e.Session.Instance, e.Type == Registry.V1.SessionEvent.Types.Type.Expired ? "its lease ran out" : $"ended: {e.Session.EndReason}");
+            }
+        }, stoppingToken);
+    }
+
+    private void NodeUp(Registry.V1.Session session, PlatformTokens tokens, CancellationToken stoppingToken)
+    {
+        var address = session.Attributes.GetValueOrDefault(Nodes.AddressAttribute, "");
+        var capacity = int.TryParse(session.Attributes.GetValueOrDefault(Nodes.CapacityAttribute), out var c) ? c : 0;
+        lock (_pumpLock)
+        {
+            if (_pumps.TryGetValue(session.Instance, out var running) && running.Node.Address == address && running.Node.Capacity == capacity &&
+                running.Node.Labels.Count == session.Labels.Count && running.Node.Labels.All(l => session.Labels.TryGetValue(l.Key, out var v) && v == l.Value))
+                return; // a renewal, or the same registration again
+            if (!Uri.TryCreate(address, UriKind.Absolute, out _))
+            {
+                _logger.LogWarning("Node {Node} announced no usable address ('{Address}'); it is not used", session.Instance, address);
+                return;
+            }
+            var channel = NodeSet.Channel(address, tokens);
+            var node = new NodeClient(session.Instance, address, session.Labels.ToDictionary(), capacity, new Launcher.V1.Launcher.LauncherClient(channel), time, channel);
+            deps.Nodes.Up(node);
+            if (running.Stop is not null) StopPump(running);
+            var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+            _pumps[node.Name] = (node, stop, PumpNodeAsync(node, stop.Token));
+            _logger.LogInformation("Node {Node} at {Address} (labels {Labels}, capacity {Capacity}): following its instances", node.Name, address,
+                string.Join(",", node.Labels.Select(l => $"{l.Key}={l.Value}")), capacity == 0 ? "unlimited" : capacity);
+        }
+    }
+
+    private async Task NodeDownAsync(string name, string why)
+    {
+        lock (_pumpLock)
+        {
+            if (!_pumps.Remove(name, out var running)) return;
+            deps.Nodes.Down(name);
+            StopPump(running);
+        }
+        _logger.LogWarning("Node {Node} is lost ({Why}): its {Count} workloads are placed again", name, why, _actors.Values.Count(a => a.Node == name));
+        // Every workload hears it (each decides by its own node as it is when the message is handled: one starting
+        // there right now is among them).
+        foreach (var actor in _actors.Values) await actor.NodeGone(name);
+    }
+
+    private static void StopPump((NodeClient Node, CancellationTokenSource Stop, Task Pump) pump)
+    {
+        pump.Stop.Cancel();
+        _ = pump.Pump.ContinueWith(_ =>
+        {
+            pump.Stop.Dispose();
+            pump.Node.Channel?.Dispose();
+        }, TaskScheduler.Default);
+    }
 
     /// <summary>Follows the Monitor's transitions; an UNHEALTHY verdict on a target labelled with a workload and a
     /// generation goes to that workload. After a reconnect every workload adds its targets again (the monitor may have restarted).</summary>
@@ -241,7 +355,7 @@ public sealed class SupervisorEngine(
         new Resubscriber(what, _logger, time) { Meanwhile = meanwhile, Connected = setConnected }
             .RunAsync((up, _) => follow(up), stoppingToken);
 
-    private async Task ReconciledWhenDoneAsync(long startedAt)
+    private async Task ReconciledWhenDoneAsync(long startedAt, string with)
     {
         // Every actor handles its Reconcile in order; a no-op question after it tells when all are done.
         try
@@ -253,6 +367,6 @@ public sealed class SupervisorEngine(
             // A workload deleted meanwhile.
         }
         if (Interlocked.Exchange(ref _reconciledOnce, 1) == 0)
-            _logger.LogInformation("Reconciled {Count} workloads with the launcher in {Elapsed} ms", _actors.Count, (long)time.GetElapsedTime(startedAt).TotalMilliseconds);
+            _logger.LogInformation("Reconciled {Count} workloads with {With} in {Elapsed} ms", _actors.Count, with, (long)time.GetElapsedTime(startedAt).TotalMilliseconds);
     }
 }

@@ -51,4 +51,12 @@ public sealed class SupervisorOptions
     /// <summary>How long after the Monitor refused a health target for a condition of the moment (FAILED_PRECONDITION:
     /// a tmux server the workload starts itself is not up yet) the targets are added again, for as long as it refuses.</summary>
     public TimeSpan TargetRetryInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Where the launchers are: <c>static</c> (default), one launcher, the "launcher" service; <c>registry</c>,
+    /// the nodes the launchers announce in the registry (Launcher:RegisterNode), each called at its own address, with
+    /// workloads placed on them and moved when a node is lost.</summary>
+    public string Nodes { get; set; } = "static";
+
+    /// <summary>How often a workload that no node fits tries to be placed again.</summary>
+    public TimeSpan PlacementRetryInterval { get; set; } = TimeSpan.FromSeconds(1);
 }

@@ -93,7 +93,12 @@ public sealed class WorkloadActor
 
     public Task Unhealthy(long generation, string check, string detail) => Post(new CoreEvent.Unhealthy(generation, check, detail));
 
-    public Task Reconcile(List<Instance> running) => Post(new CoreEvent.Reconciled(running));
+    public Task Reconcile(List<Instance> running, string? node = null) => Post(new CoreEvent.Reconciled(running, node));
+
+    public Task NodeGone(string node) => Post(new CoreEvent.NodeGone(node));
+
+    /// <summary>The node the workload is on (or starting on), as last decided.</summary>
+    public string Node => _state.Workload.Status.Node;
 
     /// <summary>Completes once every message posted before it has been handled.</summary>
     public Task FlushAsync() => Ask(new CoreEvent.Flush());
@@ -171,7 +176,7 @@ public sealed class WorkloadActor
         while (true)
         {
             var now = _time.GetUtcNow();
-            var (state, actions) = WorkloadCore.Decide(_state, e, now, _options);
+            var (state, actions) = WorkloadCore.Decide(_state, e, now, _options, _deps.Nodes);
             // Stored before anyone can read it: the state becomes visible (GetWorkload, watchers, replies) only once
             // durable. Before, a reader could see a new status that a SIGKILL a moment later took back (a BACKING_OFF
             // read just before the kill came back RUNNING, then backed off again from a later time).
@@ -257,27 +262,25 @@ public sealed class WorkloadActor
                     var headers = new Metadata();
                     if (span is null) headers.Add("traceparent", traceparent); // no listener: the context by hand
                     Activity.Current = span;
-                    var launched = await _deps.LaunchAsync(ct => _deps.Launcher.LaunchAsync(l.Request, headers, Deadline(), ct).ResponseAsync, token);
+                    var launched = await _deps.LaunchAsync(l.Node, (c, ct) => c.LaunchAsync(l.Request, headers, Deadline(), ct).ResponseAsync, token);
                     return new CoreEvent.CallResult(Instance: launched, TraceParent: traceparent);
                 case Call.StopInstance s:
                     var request = new StopInstanceRequest { Id = s.Id };
                     if (s.Grace is { } grace) request.Grace = Duration.FromTimeSpan(grace);
                     DateTime? deadline = s.Grace is { } wait ? Deadline(wait) : null;
-                    return new CoreEvent.CallResult(Instance: await _deps.CallLauncherAsync(ct => _deps.Launcher.StopInstanceAsync(request, deadline: deadline, cancellationToken: ct).ResponseAsync, token));
+                    return new CoreEvent.CallResult(Instance: await _deps.CallLauncherAsync(s.Node, (c, ct) => c.StopInstanceAsync(request, deadline: deadline, cancellationToken: ct).ResponseAsync, token));
                 case Call.GetInstance g:
-                    return new CoreEvent.CallResult(Instance: await _deps.CallLauncherAsync(ct => _deps.Launcher.GetInstanceAsync(new GetInstanceRequest { Id = g.Id }, deadline: Deadline(), cancellationToken: ct).ResponseAsync, token));
+                    return new CoreEvent.CallResult(Instance: await _deps.CallLauncherAsync(g.Node, (c, ct) => c.GetInstanceAsync(new GetInstanceRequest { Id = g.Id }, deadline: Deadline(), cancellationToken: ct).ResponseAsync, token));
                 case Call.ArmSuccessor a:
                     if (a.Span is not null)
                     {
                         (span, traceparent) = StartSpan(a.Span);
                         a.Request.Successor.Env["TRACEPARENT"] = traceparent;
                     }
-                    await _deps.CallLauncherAsync(ct => _deps.Launcher.ArmSuccessorAsync(a.Request, deadline: Deadline(), cancellationToken: ct).ResponseAsync, token);
+                    await _deps.CallLauncherAsync(a.Node, (c, ct) => c.ArmSuccessorAsync(a.Request, deadline: Deadline(), cancellationToken: ct).ResponseAsync, token);
                     return new CoreEvent.CallResult(TraceParent: traceparent);
                 case Call.ListInstances list:
-                    var page = await _deps.CallLauncherAsync(ct => _deps.Launcher.ListInstancesAsync(new ListInstancesRequest { Workload = list.Workload, State = Instance.Types.State.Running, PageSize = 1000 },
-                        deadline: Deadline(), cancellationToken: ct).ResponseAsync, token);
-                    return new CoreEvent.CallResult(Instances: page.Instances);
+                    return new CoreEvent.CallResult(Instances: await ListEverywhereAsync(list.Workload, token));
                 case Call.AddTarget t:
                     await _deps.CallMonitorAsync(ct => _deps.Monitor.AddTargetAsync(new AddTargetRequest { Target = t.Target }, deadline: Deadline(), cancellationToken: ct).ResponseAsync, token);
                     return new CoreEvent.CallResult();
@@ -322,6 +325,28 @@ public sealed class WorkloadActor
         Activity.Current = previous;
         var context = span?.Context ?? new ActivityContext(lifecycle.TraceId, ActivitySpanId.CreateRandom(), ActivityTraceFlags.Recorded);
         return (span, $"00-{context.TraceId.ToHexString()}-{context.SpanId.ToHexString()}-01");
+    }
+
+    /// <summary>The workload's running instances on every launcher. A node that does not answer fails the list only
+    /// when it is the workload's own node (its current instance may have ended there); elsewhere it only holds strays,
+    /// stopped once it answers again.</summary>
+    private async Task<List<Instance>> ListEverywhereAsync(string workload, CancellationToken token)
+    {
+        var own = _state.Workload.Status.Node;
+        var lists = await Task.WhenAll(_deps.Nodes.All.Select(async node =>
+        {
+            try
+            {
+                var page = await _deps.CallLauncherAsync(node.Name, (c, ct) => c.ListInstancesAsync(new ListInstancesRequest { Workload = workload, State = Instance.Types.State.Running, PageSize = 1000 },
+                    deadline: Deadline(), cancellationToken: ct).ResponseAsync, token);
+                return (IEnumerable<Instance>)page.Instances;
+            }
+            catch (Exception e) when (e is RpcException or Polly.CircuitBreaker.BrokenCircuitException && !_deps.Nodes.Static && node.Name != own)
+            {
+                return [];
+            }
+        }));
+        return [.. lists.SelectMany(l => l)];
     }
 
     private async Task RemoveTargetsAsync(string name, long generation)

@@ -54,6 +54,12 @@ public static partial class WorkloadValidation
             Positive(p.StableAfter, "workload.restart_policy.stable_after", v);
             if (p.Jitter < 0 || p.Jitter > 1 || double.IsNaN(p.Jitter)) v.Add("workload.restart_policy.jitter", "must be between 0 and 1");
         }
+        if (workload.Placement is { } placement)
+        {
+            if (LabelSelector.TryParse(placement.NodeSelector, out var error) is null) v.Add("workload.placement.node_selector", error!);
+            if (placement.NodeName.Length > 253 || placement.NodeName.Any(char.IsWhiteSpace))
+                v.Add("workload.placement.node_name", "must be a node name (at most 253 characters, no spaces)");
+        }
         if (workload.Health is { } h)
         {
             NonNegative(h.HeartbeatTimeout, "workload.health.heartbeat_timeout", v);

@@ -1,4 +1,5 @@
 using Google.Protobuf.WellKnownTypes;
+using Platform.Restarts;
 using Platform.ServiceDefaults;
 using Phase = Platform.Supervisor.V1.WorkloadStatus.Types.Phase;
 
@@ -38,7 +39,13 @@ public static partial class WorkloadCore
                     Push(new Step.Stop($"{reason}: {u.Detail}", TakeSuccessor: true), new Step.UnhealthyAfterStop(reason, u.Detail));
                     break;
                 case CoreEvent.Reconciled r:
-                    BeginReconcile([.. r.Running]);
+                    // Another node's instances of this workload are all strays (a node back from a loss): stopped.
+                    if (r.Node is { } node && !_nodes.Static && node != Status.Node)
+                        Push([.. r.Running.Select(i => (Step)new Step.StopStray(i.Id, node))]);
+                    else BeginReconcile([.. r.Running]);
+                    break;
+                case CoreEvent.NodeGone g:
+                    NodeGone(g.Node);
                     break;
                 case CoreEvent.MonitorReconnected:
                     _targetsAdded = false;
@@ -60,7 +67,7 @@ public static partial class WorkloadCore
             var launchChanged = !spec.Launch.Equals(_w.Launch);
             var phase = Status.Phase;
             if (!launchChanged && Equals(spec.RestartPolicy, _w.RestartPolicy) && Equals(spec.Health, _w.Health) &&
-                Equals(spec.StopGrace, _w.StopGrace) && spec.Labels.Equals(_w.Labels))
+                Equals(spec.StopGrace, _w.StopGrace) && spec.Labels.Equals(_w.Labels) && Equals(spec.Placement, _w.Placement))
             {
                 // The same spec again (an apply repeated, as `platformctl apply` of an unchanged file): nothing stored,
                 // the revision stays, the answer is the workload as it is.
@@ -73,7 +80,9 @@ public static partial class WorkloadCore
                 return;
             }
             // A new launch spec takes effect by a restart: the old tree is stopped first; if it cannot be, nothing changes.
-            var change = new SpecChange(spec, launchChanged && HasInstance, !Equals(spec.Health, _w.Health), _w.Launch, phase);
+            // A new placement its node no longer fits moves it (stopped here, started where it fits).
+            var moves = !_nodes.Static && HasInstance && !_nodes.Fits(spec.Placement, Status.Node);
+            var change = new SpecChange(spec, (launchChanged || moves) && HasInstance, !Equals(spec.Health, _w.Health), _w.Launch, phase);
             if (change.Restart) Push(new Step.Stop("launch spec changed", TakeSuccessor: false));
             _todo.Add(new Step.ApplyAfterStop(change));
         }
@@ -90,6 +99,7 @@ public static partial class WorkloadCore
             _w.RestartPolicy = spec.RestartPolicy;
             _w.Health = spec.Health;
             _w.StopGrace = spec.StopGrace;
+            _w.Placement = spec.Placement;
             _w.Labels.Clear();
             _w.Labels.Add(spec.Labels);
             _w.UpdateTime = Timestamp.FromDateTimeOffset(_now);
@@ -177,6 +187,7 @@ public static partial class WorkloadCore
                 return;
             }
             _tracker.Stop();
+            _nodes.Assign(Name, "");
             Actions.Add(new WorkloadAction.DeleteRecord(Name));
             var previous = Status.Phase;
             Status.Phase = Phase.Stopped;
@@ -186,6 +197,38 @@ public static partial class WorkloadCore
             _snapshot.Revision = revision; // the last stored one: a delete stores nothing
             Actions.Add(new WorkloadAction.Publish(_snapshot, previous, "deleted"));
             _deleted = true;
+        }
+
+        /// <summary>
+        /// The workload's node is lost (its lease ran out): its instance there, or the launch that may have happened
+        /// there, is written off, and the workload is placed again at once under a new generation (not counted as a
+        /// failure: the node failed, not the workload). When the node comes back, what it still runs of this workload
+        /// is a stray of an older generation and is stopped (fencing). A workload not running stays as it is, to be
+        /// placed anew at its next start.
+        /// </summary>
+        private void NodeGone(string node)
+        {
+            if (_nodes.Static || node != Status.Node) return;
+            _reconciled = true; // nothing to reconcile with there
+            var generation = Status.Generation;
+            Status.Node = "";
+            _nodes.Assign(Name, "");
+            if (HasInstance || _launchPending)
+            {
+                var what = HasInstance ? $"instance {Status.InstanceId}" : $"the start of generation {generation}";
+                if (HasInstance) Status.LastExit = new Supervisor.V1.ExitInfo { Time = Timestamp.FromDateTimeOffset(_now), Reason = "node-lost" };
+                RemoveTargetsInBackground(generation);
+                Status.InstanceId = "";
+                Status.Pid = 0;
+                _launchPending = false;
+                _armed = null;
+                _armAt = default;
+                History(generation, "lost", $"node {node} lost with {what}");
+                if (_tracker.Phase is RestartPhase.Running or RestartPhase.Pending) _tracker.RestartNow();
+                Save(Phase.Pending, $"node {node} was lost with {what}; placing it again");
+                if (_tracker.IsDue) Push(new Step.Start($"node {node} lost"));
+            }
+            else Save(Status.Phase, Status.Message);
         }
 
         private void FirstStartAfter()

@@ -17,7 +17,7 @@ public static partial class WorkloadCore
             {
                 case Step.Start s: RunStart(s); break;
                 case Step.Stop s: RunStop(s); break;
-                case Step.CheckSuccessor s: Await(s, new Call.GetInstance(s.Stopped.SuccessorId)); break;
+                case Step.CheckSuccessor s: Await(s, new Call.GetInstance(s.Stopped.SuccessorId, Status.Node)); break;
                 case Step.EnsureTargets: EnsureTargets(); break;
                 case Step.AddTargets s: Await(s, new Call.AddTarget(s.Remaining[0])); break;
                 case Step.RemoveTargets s: Await(s, new Call.RemoveTargetsAndWait(Name, s.Generation)); break;
@@ -30,7 +30,7 @@ public static partial class WorkloadCore
                     _reconcileAgain = false;
                     Await(step, new Call.ListInstances(Name));
                     break;
-                case Step.StopStray s: Await(s, new Call.StopInstance(s.InstanceId, null)); break;
+                case Step.StopStray s: Await(s, new Call.StopInstance(s.InstanceId, null, s.Node)); break;
                 case Step.ReconcileCurrent s: RunReconcileCurrent(s); break;
                 case Step.ReconcileEnd s: ReconcileEnd(s.Running); break;
                 case Step.StartIfDue: StartIfDue(); break;
@@ -116,11 +116,23 @@ public static partial class WorkloadCore
             if (HasInstance) return; // never two: an instance is current
             if (!_launchPending)
             {
+                // Placed before the generation is stored: a pending launch is retried on the same node, never a second one.
+                if (!_nodes.Static && !(Status.Node.Length > 0 && _nodes.IsAlive(Status.Node) && _nodes.Fits(_w.Placement, Status.Node)))
+                {
+                    if (_nodes.Place(Name, _w.Placement, out var reason) is not { } node)
+                    {
+                        _retryAt = _now + _options.PlacementRetryInterval;
+                        var message = $"cannot be placed: {reason}";
+                        if (Status.Phase != Phase.Pending || Status.Message != message) Save(Phase.Pending, message);
+                        return;
+                    }
+                    Status.Node = node;
+                }
                 Status.Generation++;
                 _launchPending = true;
                 Save(Phase.Pending, $"starting generation {Status.Generation} ({s.Reason})");
             }
-            Await(s, new Call.Launch(Request(Status.Generation), Span(Status.Generation, s.Reason)));
+            Await(s, new Call.Launch(Request(Status.Generation), Span(Status.Generation, s.Reason), Status.Node));
         }
 
         private void Started(Step.Start s, CoreEvent.CallResult r)
@@ -149,8 +161,9 @@ public static partial class WorkloadCore
             _launchPending = false;
             Status.InstanceId = instance.Id;
             Status.Pid = instance.Pid;
+            if (_nodes.Static) Status.Node = instance.Node; // where the one launcher says it runs
             _tracker.Started();
-            History(generation, "started", $"{s.Reason}; instance {instance.Id}, pid {instance.Pid}");
+            History(generation, "started", $"{s.Reason}; instance {instance.Id}, pid {instance.Pid}{(Status.Node.Length > 0 ? $", node {Status.Node}" : "")}");
             Save(Phase.Running, $"running generation {generation} (pid {instance.Pid})");
             _targetsAdded = false;
             if (instance.State == Instance.Types.State.Exited) HandleExit(instance, "exited", null);
@@ -178,7 +191,7 @@ public static partial class WorkloadCore
                 _lastStop = StopOutcome.Stopped;
                 return;
             }
-            Await(s, new Call.StopInstance(Status.InstanceId, _w.StopGrace?.ToTimeSpan() ?? _options.DefaultStopGrace));
+            Await(s, new Call.StopInstance(Status.InstanceId, _w.StopGrace?.ToTimeSpan() ?? _options.DefaultStopGrace, Status.Node));
         }
 
         private void StopAnswered(Step.Stop s, CoreEvent.CallResult r)
@@ -289,7 +302,7 @@ public static partial class WorkloadCore
                 request.OnFailureOnly = !_tracker.WouldRestartAtOnce(failed: false);
                 span = Span(Status.Generation + 1, "exited");
             }
-            Await(new Step.Arming(onFailure ? Status.Generation + 1 : 0), new Call.ArmSuccessor(request, span));
+            Await(new Step.Arming(onFailure ? Status.Generation + 1 : 0), new Call.ArmSuccessor(request, span, Status.Node));
         }
 
         private void Armed(Step.Arming s, CoreEvent.CallResult r)
@@ -336,7 +349,7 @@ public static partial class WorkloadCore
                 if (HasInstance && IsSuccessor(stray, Status.Generation)) continue;
                 if (_launchPending && !HasInstance && GenerationOf(stray.Labels) == Status.Generation) continue; // adopted below
                 Log(LogLevel.Warning, $"Workload {Name}: stopping stray instance {stray.Id} (generation {stray.Labels.GetValueOrDefault(WorkloadLabels.Generation)})");
-                steps.Add(new Step.StopStray(stray.Id));
+                steps.Add(new Step.StopStray(stray.Id, stray.Node));
             }
             steps.Add(new Step.ReconcileCurrent(running));
             Push([.. steps]);
@@ -347,7 +360,7 @@ public static partial class WorkloadCore
             var running = s.Running;
             if (HasInstance && running.All(i => i.Id != Status.InstanceId))
             {
-                Await(s, new Call.GetInstance(Status.InstanceId)); // it ended while nobody was listening: learn how
+                Await(s, new Call.GetInstance(Status.InstanceId, Status.Node)); // it ended while nobody was listening: learn how
                 return;
             }
             if (_launchPending && running.FirstOrDefault(i => GenerationOf(i.Labels) == Status.Generation) is { } launched)
@@ -380,7 +393,7 @@ public static partial class WorkloadCore
             if (ended is { State: Instance.Types.State.Exited, SuccessorId.Length: > 0 } && running.All(i => i.Id != ended.SuccessorId))
             {
                 // Its armed successor started and has ended too: its generation is used up, so it is taken and its end learnt.
-                Await(new Step.ReconcileSuccessor(ended, running), new Call.GetInstance(ended.SuccessorId));
+                Await(new Step.ReconcileSuccessor(ended, running), new Call.GetInstance(ended.SuccessorId, Status.Node));
                 return;
             }
             Push(new Step.ReconcileEnd(running)); // after whatever the exit leads to

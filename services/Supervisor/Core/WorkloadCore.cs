@@ -25,9 +25,9 @@ namespace Platform.Supervisor.Core;
 /// </summary>
 public static partial class WorkloadCore
 {
-    public static (WorkloadState State, IReadOnlyList<WorkloadAction> Actions) Decide(WorkloadState state, CoreEvent e, DateTimeOffset now, SupervisorOptions options)
+    public static (WorkloadState State, IReadOnlyList<WorkloadAction> Actions) Decide(WorkloadState state, CoreEvent e, DateTimeOffset now, SupervisorOptions options, IPlacement? nodes = null)
     {
-        var turn = new Turn(state, now, options);
+        var turn = new Turn(state, now, options, nodes ?? SingleLauncher.Instance);
         turn.Handle(e);
         turn.Pump();
         return (turn.Build(), turn.Actions);
@@ -95,6 +95,7 @@ public static partial class WorkloadCore
         private readonly WorkloadState _initial;
         private readonly DateTimeOffset _now;
         private readonly SupervisorOptions _options;
+        private readonly IPlacement _nodes;
         private readonly Workload _w;
         private readonly RestartTracker _tracker;
         private readonly List<Step> _todo;
@@ -110,11 +111,12 @@ public static partial class WorkloadCore
 
         public List<WorkloadAction> Actions { get; } = [];
 
-        public Turn(WorkloadState s, DateTimeOffset now, SupervisorOptions options)
+        public Turn(WorkloadState s, DateTimeOffset now, SupervisorOptions options, IPlacement nodes)
         {
             _initial = s;
             _now = now;
             _options = options;
+            _nodes = nodes;
             _w = s.Workload.Clone();
             _tracker = Tracker(s, now);
             _todo = [.. s.Todo];

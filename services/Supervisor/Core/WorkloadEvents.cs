@@ -24,8 +24,12 @@ public abstract record CoreEvent
     public sealed record Exited(Instance Instance, Instance? Successor) : CoreEvent;
     /// <summary>The Monitor's verdict on one of the workload's checks turned UNHEALTHY.</summary>
     public sealed record Unhealthy(long Generation, string Check, string Detail) : CoreEvent;
-    /// <summary>The Launcher's running instances of this workload, after (re)connecting to its events.</summary>
-    public sealed record Reconciled(IReadOnlyList<Instance> Running) : CoreEvent;
+    /// <summary>The running instances of this workload on <paramref name="Node"/> (null: on every launcher, the
+    /// static one), after (re)connecting to that launcher's events.</summary>
+    public sealed record Reconciled(IReadOnlyList<Instance> Running, string? Node = null) : CoreEvent;
+    /// <summary>A node's lease ran out (or, after a start of the supervisor, its node is not registered): whatever the
+    /// workload ran or was starting there is lost, and it is placed again.</summary>
+    public sealed record NodeGone(string Node) : CoreEvent;
     /// <summary>The Monitor (re)connected: it may have lost the workload's targets.</summary>
     public sealed record MonitorReconnected : CoreEvent;
     /// <summary>Answered once every message before it has been handled.</summary>
@@ -58,15 +62,45 @@ public abstract record WorkloadAction
 public abstract record Call : WorkloadAction
 {
     /// <summary>Starts <see cref="Request"/> inside a start span (the child gets its context as TRACEPARENT).</summary>
-    public sealed record Launch(LaunchRequest Request, StartSpan Span) : Call;
+    public sealed record Launch(LaunchRequest Request, StartSpan Span, string Node) : Call;
     /// <summary>Stops an instance's tree; <see cref="Grace"/> null: the Launcher's default, no deadline.</summary>
-    public sealed record StopInstance(string Id, TimeSpan? Grace) : Call;
-    public sealed record GetInstance(string Id) : Call;
-    public sealed record ArmSuccessor(ArmSuccessorRequest Request, StartSpan? Span) : Call;
+    public sealed record StopInstance(string Id, TimeSpan? Grace, string Node) : Call;
+    public sealed record GetInstance(string Id, string Node) : Call;
+    public sealed record ArmSuccessor(ArmSuccessorRequest Request, StartSpan? Span, string Node) : Call;
+    /// <summary>The workload's running instances on every launcher.</summary>
     public sealed record ListInstances(string Workload) : Call;
     public sealed record AddTarget(Target Target) : Call;
     /// <summary>Removes a generation's targets and answers once done.</summary>
     public sealed record RemoveTargetsAndWait(string Name, long Generation) : Call;
+}
+
+/// <summary>
+/// Where workloads go, the one decision shared between workloads (see NodeSet): asked by the core when it starts a new
+/// generation. <see cref="Static"/>: one launcher, no placement (every node name is that launcher).
+/// </summary>
+public interface IPlacement
+{
+    bool Static { get; }
+    bool IsAlive(string node);
+    bool Fits(Placement? placement, string node);
+    /// <summary>Chooses (and counts at once) the node for <paramref name="workload"/>, or null with the reason.</summary>
+    string? Place(string workload, Placement? placement, out string reason);
+    void Assign(string workload, string node);
+}
+
+/// <summary>One launcher known by its service name: every workload goes there.</summary>
+public sealed class SingleLauncher : IPlacement
+{
+    public static SingleLauncher Instance { get; } = new();
+    public bool Static => true;
+    public bool IsAlive(string node) => true;
+    public bool Fits(Placement? placement, string node) => true;
+    public string? Place(string workload, Placement? placement, out string reason)
+    {
+        reason = "";
+        return "";
+    }
+    public void Assign(string workload, string node) { }
 }
 
 /// <summary>A start span to begin before the call and end after it: a child of the lifecycle trace, linked to the

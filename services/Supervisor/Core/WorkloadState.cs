@@ -140,7 +140,7 @@ public abstract record Step
     /// <summary>Sets how the stop of the message in hand ended (after the steps the stop itself led to).</summary>
     public sealed record Outcome(StopOutcome Result) : Step;
     public sealed record Resync : Step;
-    public sealed record StopStray(string InstanceId) : Step;
+    public sealed record StopStray(string InstanceId, string Node) : Step;
     public sealed record ReconcileCurrent(ImmutableList<Instance> Running) : Step;
     /// <summary>The current instance ended and named a successor that is not running: how did it end?</summary>
     public sealed record ReconcileSuccessor(Instance Ended, ImmutableList<Instance> Running) : Step;

@@ -1,4 +1,4 @@
-namespace Platform.SessionRegistry;
+namespace Platform.ServiceDefaults;
 
 /// <summary>
 /// A Kubernetes-style equality selector: "key=value", "key==value", "key!=value", "key" (exists), "!key" (absent),
