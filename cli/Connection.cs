@@ -103,9 +103,11 @@ public sealed class Connection : IDisposable
         return new Connection(grpc, http, token ?? fileToken, file);
     }
 
-    public GrpcChannel Channel(string service)
+    public GrpcChannel Channel(string service) => Open(service, Address(service));
+
+    private GrpcChannel Open(string key, string address)
     {
-        if (_channels.TryGetValue(service, out var channel)) return channel;
+        if (_channels.TryGetValue(key, out var channel)) return channel;
         var options = new GrpcChannelOptions();
         if (_token.Length > 0)
         {
@@ -117,7 +119,34 @@ public sealed class Connection : IDisposable
             }));
             options.UnsafeUseInsecureChannelCallCredentials = true;
         }
-        return _channels[service] = GrpcChannel.ForAddress(Address(service), options);
+        return _channels[key] = GrpcChannel.ForAddress(address, options);
+    }
+
+    /// <summary>
+    /// The launchers: one per node when launchers announce their nodes in the registry (sessions of the workload
+    /// platform-node, each with its own address), else the one "launcher" service (node name "").
+    /// </summary>
+    public async Task<IReadOnlyList<(string Node, global::Platform.Launcher.V1.Launcher.LauncherClient Client)>> LaunchersAsync(DateTime deadline, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var page = await Registry.ListSessionsAsync(new global::Platform.Registry.V1.ListSessionsRequest
+            {
+                Workload = "platform-node",
+                State = global::Platform.Registry.V1.Session.Types.State.Active,
+                PageSize = 1000,
+            }, deadline: deadline, cancellationToken: cancellationToken);
+            var nodes = page.Sessions.Where(s => s.Attributes.TryGetValue("address", out var a) && Uri.TryCreate(a, UriKind.Absolute, out _))
+                .OrderBy(s => s.Instance, StringComparer.Ordinal)
+                .Select(s => (s.Instance, new global::Platform.Launcher.V1.Launcher.LauncherClient(Open($"node:{s.Instance}", s.Attributes["address"]))))
+                .ToList();
+            if (nodes.Count > 0) return nodes;
+        }
+        catch (RpcException)
+        {
+            // No registry to ask: the one launcher.
+        }
+        return [("", Launcher)];
     }
 
     public global::Platform.Supervisor.V1.Supervisor.SupervisorClient Supervisor => new(Channel("supervisor"));

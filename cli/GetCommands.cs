@@ -66,17 +66,21 @@ public static class GetCommands
     private static async Task<int> InstancesAsync(Context c, string? id, string? workload)
     {
         List<Instance> all;
-        if (id is not null) all = [await c.Ask("launcher", () => c.Platform.Launcher.GetInstanceAsync(new GetInstanceRequest { Id = id }, deadline: c.Deadline).ResponseAsync)];
+        if (id is not null) all = [(await InstanceCommands.FindAsync(c, id, "")).Instance];
         else
         {
+            // Every node's, when launchers run as nodes.
             all = [];
-            var token = "";
-            do
+            foreach (var (_, launcher) in await c.Platform.LaunchersAsync(c.Deadline, c.Cancellation))
             {
-                var page = await c.Ask("launcher", () => c.Platform.Launcher.ListInstancesAsync(new ListInstancesRequest { Workload = workload ?? "", PageSize = 1000, PageToken = token }, deadline: c.Deadline).ResponseAsync);
-                all.AddRange(page.Instances);
-                token = page.NextPageToken;
-            } while (token.Length > 0);
+                var token = "";
+                do
+                {
+                    var page = await c.Ask("launcher", () => launcher.ListInstancesAsync(new ListInstancesRequest { Workload = workload ?? "", PageSize = 1000, PageToken = token }, deadline: c.Deadline).ResponseAsync);
+                    all.AddRange(page.Instances);
+                    token = page.NextPageToken;
+                } while (token.Length > 0);
+            }
         }
         if (Structured(c, id is null ? new ListInstancesResponse { Instances = { all } } : all[0])) return ExitCode.Ok;
         var now = DateTimeOffset.UtcNow;

@@ -95,7 +95,10 @@ public static class WorkloadCommands
         fields.Add(("Restart policy", Describe(w.RestartPolicy)));
         fields.Add(("Health", Describe(w.Health)));
         fields.Add(("Stop grace", w.StopGrace is null ? "3s (default)" : Duration(w.StopGrace)));
+        if (w.Placement is { } p && (p.NodeSelector.Length > 0 || p.NodeName.Length > 0))
+            fields.Add(("Placement", string.Join(", ", new[] { p.NodeName.Length > 0 ? $"node {p.NodeName}" : "", p.NodeSelector.Length > 0 ? $"nodes matching {p.NodeSelector}" : "" }.Where(x => x.Length > 0))));
         fields.Add(("Phase", Phases.Cell(s.Phase)));
+        if (s.Node.Length > 0) fields.Add(("Node", s.Node));
         fields.Add(("Message", s.Message.Length == 0 ? "-" : s.Message));
         fields.Add(("Generation", s.Generation.ToString(CultureInfo.InvariantCulture)));
         fields.Add(("Instance", s.InstanceId.Length == 0 ? "-" : $"{s.InstanceId} (pid {s.Pid})"));

@@ -184,6 +184,60 @@ public sealed class PlatformAppTests : IAsyncLifetime
         try { Directory.Delete(samples, recursive: true); } catch (IOException) { }
     }
 
+    [Fact]
+    public async Task With_nodes_each_launcher_is_a_node_of_its_own_and_workloads_spread_over_them()
+    {
+        var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.Platform_AppHost>(["--nodes", "2", $"PLATFORM_STATE_DIR={_stateDirectory}"]);
+        var app = await builder.BuildAsync();
+        _apps.Add(app);
+        await app.StartAsync().WaitAsync(Timeout);
+        var endpoints = await WaitHealthyAsync(app, "registry", "launcher", "launcher-2", "monitor", "supervisor");
+        var token = AppHostState.Read(_stateDirectory).Token;
+        var supervisor = new Supervisor.V1.Supervisor.SupervisorClient(PlatformChannel.Create(endpoints.Grpc("supervisor"), token));
+        Launcher.V1.Launcher.LauncherClient LauncherOf(string resource) => new(PlatformChannel.Create(endpoints.Grpc(resource), token));
+
+        // Two launchers, two nodes with their own names, each in the registry with its own address.
+        var registry = new Registry.V1.SessionRegistry.SessionRegistryClient(PlatformChannel.Create(endpoints.Grpc("registry"), token));
+        var nodes = await Eventually.ValueAsync(
+            async () => (await registry.ListSessionsAsync(new Registry.V1.ListSessionsRequest { Workload = "platform-node", State = Registry.V1.Session.Types.State.Active })).Sessions,
+            s => s.Count == 2, Timeout, "two nodes registered");
+        Assert.Equal(["node-1", "node-2"], nodes.Select(n => n.Instance).Order());
+        Assert.NotEqual(nodes[0].Attributes["address"], nodes[1].Attributes["address"]);
+
+        var names = Enumerable.Range(0, 4).Select(i => $"spread-{i}").ToList();
+        foreach (var name in names)
+        {
+            await Eventually.ValueAsync(async () =>
+            {
+                try
+                {
+                    await supervisor.ApplyWorkloadAsync(new Supervisor.V1.ApplyWorkloadRequest { Workload = new Supervisor.V1.Workload
+                    {
+                        Name = name,
+                        Launch = new Launcher.V1.LaunchSpec { Process = new Launcher.V1.ProcessSpec { Executable = "sleep", Args = { "300" } } },
+                    } });
+                    return true;
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.Unavailable)
+                {
+                    return false;
+                }
+            }, applied => applied, Timeout, $"{name} applied");
+        }
+        var placed = new List<Supervisor.V1.Workload>();
+        foreach (var name in names)
+            placed.Add(await Eventually.ValueAsync(() => supervisor.GetWorkloadAsync(new Supervisor.V1.GetWorkloadRequest { Name = name }).ResponseAsync,
+                w => w.Status.Phase == Supervisor.V1.WorkloadStatus.Types.Phase.Running, Timeout, $"{name} running"));
+        // Two on each node (the fewest first), each running on the launcher of its node.
+        Assert.Equal([2, 2], placed.GroupBy(w => w.Status.Node).OrderBy(g => g.Key).Select(g => g.Count()));
+        foreach (var (resource, node) in new[] { ("launcher", "node-1"), ("launcher-2", "node-2") })
+        {
+            var running = (await LauncherOf(resource).ListInstancesAsync(new Launcher.V1.ListInstancesRequest { State = Launcher.V1.Instance.Types.State.Running })).Instances;
+            Assert.Equal(placed.Where(w => w.Status.Node == node).Select(w => w.Status.InstanceId).Order(), running.Select(i => i.Id).Order());
+            Assert.All(running, i => Assert.Equal(node, i.Node));
+        }
+    }
+
     /// <summary>The resource's snapshot now (the watch replays the current state of every resource first).</summary>
     private static CustomResourceSnapshot Snapshot(DistributedApplication app, string name) =>
         app.ResourceNotifications.WaitForResourceAsync(name, _ => true).WaitAsync(Timeout).GetAwaiter().GetResult().Snapshot;
