@@ -7,6 +7,7 @@ var scenarios = new Dictionary<string, Func<string[], Task<int>>>
     ["launcher"] = LauncherBench.RunAsync,
     ["monitor"] = MonitorBench.RunAsync,
     ["supervisor"] = SupervisorBench.RunAsync,
+    ["nodes"] = NodesBench.RunAsync,
     ["reliability"] = ReliabilityBench.RunAsync,
     ["peers"] = PeersBench.RunAsync,
     // platformctl beside supervisorctl and pm2: peers' scenario 8 alone (options as peers').
