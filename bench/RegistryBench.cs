@@ -20,7 +20,8 @@ public static class RegistryBench
     public static async Task<int> RunAsync(string[] args)
     {
         var seconds = args.Length > 1 && args[0] == "--seconds" ? double.Parse(args[1]) : 5;
-        var dll = AppHostProcess.ProjectOutput(typeof(RegistryBench).Assembly, "Platform.SessionRegistry");
+        // --registry PATH: another build of the registry (a Native AOT binary, say); default the Release build.
+        var dll = BenchOptions.Text(args, "--registry") ?? AppHostProcess.ProjectOutput(typeof(RegistryBench).Assembly, "Platform.SessionRegistry");
         var rows = new List<(string Metric, string Etcd, string Ours, string Target, bool Met)>();
         var postgres = BenchOptions.Text(args, "--store") == "postgres";
         var replicas = postgres ? 2 : 1;
@@ -64,6 +65,12 @@ public static class RegistryBench
         {
             var sessions = args.Length > 0 && Array.IndexOf(args, "--sessions") is var at and >= 0 ? int.Parse(args[at + 1]) : 100_000;
             var (idle, rss) = await MemoryAsync(registry, clients, sessions);
+            if (BenchOptions.Int(args, "--hold-seconds", 0) is > 0 and var hold)
+            {
+                // Time to look inside (dotnet-gcdump, /proc/PID/smaps) before the registry goes.
+                Console.WriteLine($"registry pid {registry.Pid} held for {hold} s");
+                await Task.Delay(TimeSpan.FromSeconds(hold));
+            }
             rows.Add(("RSS, empty registry (MiB)", "-", $"{idle:0}", "-", true));
             rows.Add(("RSS with 100,000 live sessions (MiB)", "122 (100k keys)", $"{rss:0}", "< 150", rss < 150));
         });
@@ -194,7 +201,7 @@ public static class RegistryBench
         })));
         var live = await clients[0].ListSessionsAsync(new ListSessionsRequest { Workload = "bench", State = Session.Types.State.Active, PageSize = 1 });
         if (live.Sessions.Count == 0) throw new InvalidOperationException("no live sessions after the load");
-        await Task.Delay(4000); // idle: the registry trims its heap after a burst (IdleMemoryTrimmer)
+        await Task.Delay(7000); // idle: the registry trims its heap after a burst (IdleMemoryTrimmer: 2 s of quiet, looked at every 2 s)
         return (idle, Measure.Rss(registry.Pid));
     }
 }
