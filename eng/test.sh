@@ -13,6 +13,7 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
+command -v kubectl >/dev/null || missing+=(kubernetes-client) # kubectl kustomize renders deploy/kubernetes (Deploy.Tests)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (apt-get)"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 || echo "could not install ${missing[*]}"
