@@ -19,6 +19,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 || echo "could not install ${missing[*]}"
 fi
 
+# The container tests (tests/Containers.Tests) need a Docker engine and the platform's images: Debian's docker.io,
+# dockerd started when none runs, a local Debian base image (no image registry is reachable) and the four images.
+if eng/docker.sh; then
+  eng/build-images.sh --local-base || echo "could not build the images: the container tests will fail"
+else
+  echo "no Docker engine: the container tests will fail"
+fi
+
 if ! dotnet build Platform.sln -nologo -v quiet -clp:ErrorsOnly; then
   echo "build failed"
   echo "0 passed, 1 failed, 0 skipped"

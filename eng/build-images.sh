@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the platform's images: platform/registry, platform/launcher, platform/monitor, platform/supervisor (tag
+# latest, or $TAG). Each service is published first (Native AOT where it builds so, with gcc; else self-contained),
+# then put on BASE (default Microsoft's runtime-deps image; `eng/build-images.sh --local-base` builds a Debian
+# bookworm minbase with debootstrap and uses it, for machines that reach no image registry).
+#
+#   eng/build-images.sh [--local-base] [service ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tag=${TAG:-latest}
+base=${BASE:-mcr.microsoft.com/dotnet/runtime-deps:10.0}
+services=()
+for arg in "$@"; do
+  case "$arg" in
+    --local-base) base=platform/base:bookworm ;;
+    *) services+=("$arg") ;;
+  esac
+done
+[ ${#services[@]} -gt 0 ] || services=(registry launcher monitor supervisor)
+
+if [ "$base" = platform/base:bookworm ] && ! docker image inspect "$base" >/dev/null 2>&1; then
+  eng/base-image.sh
+fi
+
+declare -A projects=([registry]=SessionRegistry [launcher]=Launcher [monitor]=AgentMonitor [supervisor]=Supervisor)
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp deploy/images/Dockerfile "$stage/Dockerfile"
+for service in "${services[@]}"; do
+  project=${projects[$service]:?unknown service $service}
+  # Published into artifacts/ (kept: a publish with nothing changed is quick), then copied into the build context.
+  out="artifacts/publish/$service"
+  echo "publishing $service (Platform.$project)"
+  if ! dotnet publish "services/$project" -c Release -r linux-x64 -p:PublishAot=true -p:CppCompilerAndLinker=gcc \
+       -p:StripSymbols=true -o "$out" -nologo -v quiet -clp:ErrorsOnly; then
+    echo "  no Native AOT build of $service here: self-contained instead"
+    rm -rf "$out"
+    dotnet publish "services/$project" -c Release -r linux-x64 --self-contained -o "$out" -nologo -v quiet -clp:ErrorsOnly
+  fi
+  mkdir -p "$stage/publish/$service"
+  cp -r "$out"/. "$stage/publish/$service/"
+  mv "$stage/publish/$service/Platform.$project" "$stage/publish/$service/service"
+  rm -f "$stage/publish/$service"/*.dbg "$stage/publish/$service"/*.pdb
+  docker build -q --build-arg BASE="$base" --build-arg SERVICE="$service" -t "platform/$service:$tag" "$stage" >/dev/null
+  rm -rf "$stage/publish/$service"
+  echo "  platform/$service:$tag ($(docker image inspect -f '{{.Size}}' "platform/$service:$tag" | awk '{ printf "%.1f MB", $1 / 1e6 }'))"
+done
