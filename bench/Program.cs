@@ -8,6 +8,7 @@ var scenarios = new Dictionary<string, Func<string[], Task<int>>>
     ["monitor"] = MonitorBench.RunAsync,
     ["supervisor"] = SupervisorBench.RunAsync,
     ["nodes"] = NodesBench.RunAsync,
+    ["images"] = ImagesBench.RunAsync,
     ["reliability"] = ReliabilityBench.RunAsync,
     ["peers"] = PeersBench.RunAsync,
     // platformctl beside supervisorctl and pm2: peers' scenario 8 alone (options as peers').
