@@ -21,7 +21,12 @@ public sealed class Dependencies : IHealthCheck
         Nodes = nodes;
         Monitor = monitor;
         _launches = new SemaphoreSlim(Math.Max(1, options.Value.MaxLaunchesInFlight));
-        _monitorPipeline = new ResiliencePipelineBuilder { TimeProvider = time }
+        _monitorPipeline = Breaker(_monitorState, time);
+    }
+
+    /// <summary>A dependency's breaker: open for 5 s once half of at least 3 calls in 10 s went unanswered.</summary>
+    public static ResiliencePipeline Breaker(CircuitBreakerStateProvider state, TimeProvider time) =>
+        new ResiliencePipelineBuilder { TimeProvider = time }
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions
             {
                 FailureRatio = 0.5,
@@ -29,10 +34,9 @@ public sealed class Dependencies : IHealthCheck
                 SamplingDuration = TimeSpan.FromSeconds(10),
                 BreakDuration = TimeSpan.FromSeconds(5),
                 ShouldHandle = new PredicateBuilder().Handle<RpcException>(IsUnreachable),
-                StateProvider = _monitorState,
+                StateProvider = state,
             })
             .Build();
-    }
 
     public NodeSet Nodes { get; }
     public Monitor.V1.AgentMonitor.AgentMonitorClient Monitor { get; }

@@ -20,17 +20,7 @@ public sealed class NodeClient
         Capacity = capacity;
         Client = client;
         Channel = channel;
-        Pipeline = new ResiliencePipelineBuilder { TimeProvider = time }
-            .AddCircuitBreaker(new CircuitBreakerStrategyOptions
-            {
-                FailureRatio = 0.5,
-                MinimumThroughput = 3,
-                SamplingDuration = TimeSpan.FromSeconds(10),
-                BreakDuration = TimeSpan.FromSeconds(5),
-                ShouldHandle = new PredicateBuilder().Handle<RpcException>(Dependencies.IsUnreachable),
-                StateProvider = BreakerState,
-            })
-            .Build();
+        Pipeline = Dependencies.Breaker(BreakerState, time);
     }
 
     public string Name { get; }

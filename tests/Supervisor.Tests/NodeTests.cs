@@ -66,6 +66,14 @@ public sealed class NodeTests : SupervisorTestBase
         return result;
     }
 
+    /// <summary>Applies a sleeper per name (placed anywhere), waits until all run, and says where each is.</summary>
+    private async Task<Dictionary<string, List<Workload>>> RunAllAsync(IReadOnlyList<string> names)
+    {
+        foreach (var name in names) await ApplyAsync(Sleeper(name));
+        foreach (var name in names) await WaitAsync(name, w => w.Status.Phase == Phase.Running, $"{name} running");
+        return await ByNodeAsync(names);
+    }
+
     private static Workload Sleeper(string name, string? selector = null, string? node = null)
     {
         var w = Shell(name, "exec sleep 300", new RestartPolicy { InitialBackoff = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(TimeSpan.FromMilliseconds(100)) });
@@ -135,9 +143,7 @@ public sealed class NodeTests : SupervisorTestBase
     {
         await WaitForNodesAsync();
         var names = Enumerable.Range(0, 9).Select(i => $"w-{i}").ToList();
-        foreach (var name in names) await ApplyAsync(Sleeper(name));
-        foreach (var name in names) await WaitAsync(name, w => w.Status.Phase == Phase.Running, $"{name} running");
-        var before = await ByNodeAsync(names);
+        var before = await RunAllAsync(names);
         var lost = before["node-2"];
         Assert.Equal(3, lost.Count);
 
@@ -173,9 +179,7 @@ public sealed class NodeTests : SupervisorTestBase
     {
         await WaitForNodesAsync();
         var names = Enumerable.Range(0, 6).Select(i => $"p-{i}").ToList();
-        foreach (var name in names) await ApplyAsync(Sleeper(name));
-        foreach (var name in names) await WaitAsync(name, w => w.Status.Phase == Phase.Running, $"{name} running");
-        var before = await ByNodeAsync(names);
+        var before = await RunAllAsync(names);
         var cut = before["node-1"];
         var stale = await RunningOnAsync("node-1");
         Assert.Equal(2, stale.Count);
