@@ -23,6 +23,12 @@ fi
 # dockerd started when none runs, a local Debian base image (no image registry is reachable) and the four images.
 if eng/docker.sh; then
   eng/build-images.sh --local-base || echo "could not build the images: the container tests will fail"
+  # PostgreSQL in a container for the store suite (tests/Testing/PostgresServer.cs) and the container tests.
+  if docker build -q -t platform/postgres-test:15 tests/Containers.Tests/postgres >/dev/null; then
+    export PLATFORM_TEST_POSTGRES=container
+  else
+    echo "could not build the PostgreSQL image: the store suite runs on a private cluster instead"
+  fi
 else
   echo "no Docker engine: the container tests will fail"
 fi

@@ -122,7 +122,7 @@ public sealed class PostgresContainerTests
     {
         await using var platform = await PlatformContainers.CreateAsync();
         await platform.StartPostgresAsync("postgres");
-        var store = new Dictionary<string, string> { ["ConnectionStrings__registry-store"] = "Host=postgres;Username=postgres;Database=postgres" };
+        var store = new Dictionary<string, string> { ["ConnectionStrings__registry-store"] = "Host=postgres;Username=platform;Database=postgres" };
         var a = await platform.StartServiceAsync("registry", "registry-a", store);
         var b = await platform.StartServiceAsync("registry", "registry-b", store);
         SessionRegistry.SessionRegistryClient Client(IContainer container, List<Grpc.Net.Client.GrpcChannel> channels)

@@ -38,8 +38,14 @@ public sealed class PostgresServer
     public string ConnectionString(string database) =>
         $"Host=127.0.0.1;Port={Port};Username=platform;Database={database};Timeout=10;Command Timeout=30";
 
+    /// <summary>The image of PostgreSQL in a container (tests/Containers.Tests/postgres/Dockerfile, built by eng/test.sh).</summary>
+    public const string ContainerImage = "platform/postgres-test:15";
+
     private static async Task<PostgresServer> StartAsync()
     {
+        // PLATFORM_TEST_POSTGRES=container (eng/test.sh sets it when it has built the image): the server runs in a
+        // container of that image, on the host's network (no port proxy in the way), on a free loopback port.
+        if (Environment.GetEnvironmentVariable("PLATFORM_TEST_POSTGRES") == "container") return await StartContainerAsync();
         var bin = Directory.Exists("/usr/lib/postgresql")
             ? Directory.EnumerateDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).Where(d => File.Exists(Path.Combine(d, "pg_ctl"))).OrderDescending().FirstOrDefault()
             : null;
@@ -57,6 +63,40 @@ public sealed class PostgresServer
             "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections=300", "start"]);
         AppDomain.CurrentDomain.ProcessExit += (_, _) => server.Stop();
         return server;
+    }
+
+    /// <summary>The container's name, when the server runs in one (it stops by itself when this process is gone).</summary>
+    private string? _container;
+
+    public string? Container => _container;
+
+    private static async Task<PostgresServer> StartContainerAsync()
+    {
+        var bin = Directory.Exists("/usr/lib/postgresql")
+            ? Directory.EnumerateDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).Where(d => File.Exists(Path.Combine(d, "createdb"))).OrderDescending().FirstOrDefault()
+            : null;
+        if (bin is null) throw new InvalidOperationException("PostgreSQL's client programs are not installed (/usr/lib/postgresql/*/bin/createdb): eng/test.sh installs Debian's postgresql package");
+        var port = ServiceProcess.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var name = $"platform-pg-{Environment.ProcessId}-{port}";
+        await RunAsync("docker", ["rm", "-f", name], asUser: null, check: false);
+        // The container ends with this process, however it ends: a watch in it (on the host's pid namespace) stops the
+        // server once this process is gone, and --rm removes the container. Nothing is spawned while this process exits.
+        var watch = $"/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/data -p {port} -c listen_addresses=127.0.0.1 -c max_connections=300 & pg=$!; " +
+            $"while [ -d /proc/{Environment.ProcessId} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; kill -QUIT $pg 2>/dev/null; wait $pg";
+        await RunAsync("docker", ["run", "-d", "--rm", "--name", name, "--network", "host", "--pid", "host", ContainerImage, "/bin/sh", "-c", watch], asUser: null);
+        var server = new PostgresServer(Path.GetTempPath(), bin, null, int.Parse(port, System.Globalization.CultureInfo.InvariantCulture)) { _container = name };
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await RunAsync(Path.Combine(bin, "pg_isready"), ["-q", "-h", "127.0.0.1", "-p", port], asUser: null);
+                return server;
+            }
+            catch (InvalidOperationException) when (attempt < 300)
+            {
+                await Task.Delay(100);
+            }
+        }
     }
 
     /// <summary>Removes what earlier test processes left (their servers gone: no live postmaster.pid).</summary>
@@ -105,7 +145,7 @@ public sealed class PostgresServer
 
     private Task RunAsync(string executable, string[] args) => RunAsync(executable, args, _user);
 
-    private static async Task RunAsync(string executable, string[] args, string? asUser)
+    private static async Task RunAsync(string executable, string[] args, string? asUser, bool check = true)
     {
         var env = new Dictionary<string, string> { ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin", ["LC_ALL"] = "C", ["HOME"] = "/tmp" };
         var (file, arguments) = asUser is null ? (executable, args) : ("/usr/sbin/runuser", ["-u", asUser, "--", executable, .. args]);
@@ -113,7 +153,7 @@ public sealed class PostgresServer
         var output = new StreamReader(process.StandardOutput!).ReadToEndAsync();
         var errors = new StreamReader(process.StandardError!).ReadToEndAsync();
         var exit = await process.Exited.WaitAsync(TimeSpan.FromSeconds(90));
-        if (exit.Code != 0)
+        if (check && exit.Code != 0)
             throw new InvalidOperationException(new StringBuilder($"{Path.GetFileName(executable)} {string.Join(' ', args)} failed ({exit})")
                 .AppendLine().Append(await output).Append(await errors).ToString());
     }
