@@ -210,7 +210,9 @@ public sealed class NodeTests : SupervisorTestBase
 
         // Back: its instances of older generations are stopped at once (fencing), and each workload runs once in all.
         await Eventually.ValueAsync(() => RunningOnAsync("node-1"), running => running.Count == 0, Timeout, "node-1's stale instances stopped");
-        foreach (var s in stale) Assert.Null(ProcFs.Identify((int)s.Pid));
+        // Gone, not only reported stopped (the launcher, just resumed, may reap them a moment later).
+        foreach (var s in stale)
+            await Eventually.ValueAsync(() => Task.FromResult(ProcFs.Identify((int)s.Pid)), p => p is null, Timeout, $"stale instance {s.Id} (pid {s.Pid}) gone");
         foreach (var name in names)
         {
             var w = await Client.GetWorkloadAsync(new GetWorkloadRequest { Name = name });

@@ -46,6 +46,11 @@ public static partial class WorkloadCore
         // A start waits for RetryAt too (a launcher out of reach): due then, not now, or the loop would wait for a message.
         if (tracker.NextStartAt is { } next && next < wake) wake = next > state.RetryAt ? next : state.RetryAt;
         if (state.RetryAt > now && state.RetryAt < wake) wake = state.RetryAt;
+        // A start held back by RetryAt (a launcher out of reach, no node to place it on yet) counts even when already
+        // due, as the scheduled steps below do: a tick a moment before RetryAt did not start it, and the loop, reading
+        // the clock again just after, must tick again at once (StartDue), not sleep until the quiet resync (5 min).
+        // NodeTests found it: a workload no node fitted stayed PENDING after a node came to fit it.
+        if (state.RetryAt != default && state.RetryAt <= now && state.Workload.Status.InstanceId.Length == 0 && StartDue(state, now)) wake = state.RetryAt;
         // Scheduled steps count even when already due: a tick that read the clock a moment before one came due (a timer
         // fires up to a millisecond early) did not take it, and the loop, reading the clock again just after, must tick
         // again at once (WakeDue), not sleep until the next resync. Dropping a due ArmAt here left generations
