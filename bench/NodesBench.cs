@@ -138,16 +138,5 @@ public static class NodesBench
         return w;
     }
 
-    private static async Task<List<Workload>> AllAsync(Supervisor.V1.Supervisor.SupervisorClient client)
-    {
-        var all = new List<Workload>();
-        var token = "";
-        do
-        {
-            var page = await client.ListWorkloadsAsync(new ListWorkloadsRequest { PageSize = 1000, PageToken = token });
-            all.AddRange(page.Workloads);
-            token = page.NextPageToken;
-        } while (token.Length > 0);
-        return all;
-    }
+    private static Task<List<Workload>> AllAsync(Supervisor.V1.Supervisor.SupervisorClient client) => SupervisorBench.AllAsync(client);
 }

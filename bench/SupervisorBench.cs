@@ -203,7 +203,8 @@ public static class SupervisorBench
         return new Crashes(P(latencies, 0.5), P(latencies, 0.99), P(exitSeen, 0.5), P(exitSeen, 0.99), P(heard, 0.5), P(heard, 0.99), P(rtts, 0.5));
     }
 
-    private static async Task<List<Workload>> AllAsync(Supervisor.V1.Supervisor.SupervisorClient client)
+    /// <summary>Every workload, a page at a time.</summary>
+    internal static async Task<List<Workload>> AllAsync(Supervisor.V1.Supervisor.SupervisorClient client)
     {
         var all = new List<Workload>();
         var token = "";
