@@ -48,7 +48,7 @@ public sealed class LabelSelector
         return (part[..at].Trim(), op, part[(at + separator.Length)..].Trim());
     }
 
-    public bool Matches(IDictionary<string, string> labels)
+    public bool Matches(IReadOnlyDictionary<string, string> labels)
     {
         foreach (var (key, op, value) in _requirements)
         {

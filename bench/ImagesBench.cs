@@ -29,12 +29,12 @@ public static class ImagesBench
         Console.WriteLine($"Images benchmark: {Environment.ProcessorCount} cores");
         try
         {
+            async Task<double> SizeAsync(string image, bool required = true) =>
+                double.TryParse((await RunAsync("docker", ["image", "inspect", "-f", "{{.Size}}", image], check: required)).Trim(),
+                    System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var bytes) ? bytes : 0;
+            var based = await SizeAsync("platform/base:bookworm", required: false); // 0 on Microsoft's base, which is not local
             foreach (var (service, _) in Services)
-            {
-                var size = double.Parse((await RunAsync("docker", ["image", "inspect", "-f", "{{.Size}}", $"platform/{service}:latest"])).Trim(), System.Globalization.CultureInfo.InvariantCulture);
-                var based = double.Parse((await RunAsync("docker", ["image", "inspect", "-f", "{{.Size}}", "platform/base:bookworm"], check: false)).Trim() is { Length: > 0 } b && double.TryParse(b, out var v) ? v.ToString(System.Globalization.CultureInfo.InvariantCulture) : "0", System.Globalization.CultureInfo.InvariantCulture);
-                rows.Add(($"image size: {service} (MB; of which the base)", "-", $"{size / 1e6:0.0} ({based / 1e6:0.0})", "-", true));
-            }
+                rows.Add(($"image size: {service} (MB; of which the base)", "-", $"{await SizeAsync($"platform/{service}:latest") / 1e6:0.0} ({based / 1e6:0.0})", "-", true));
             await RunAsync("docker", ["network", "create", network]);
             async Task<(string Name, string Url, TimeSpan Serving)> StartAsync(string service, int port, string alias, params string[] env)
             {

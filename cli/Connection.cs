@@ -126,7 +126,12 @@ public sealed class Connection : IDisposable
     /// The launchers: one per node when launchers announce their nodes in the registry (sessions of the workload
     /// platform-node, each with its own address), else the one "launcher" service (node name "").
     /// </summary>
-    public async Task<IReadOnlyList<(string Node, global::Platform.Launcher.V1.Launcher.LauncherClient Client)>> LaunchersAsync(DateTime deadline, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<(string Node, global::Platform.Launcher.V1.Launcher.LauncherClient Client)>> LaunchersAsync(DateTime deadline, CancellationToken cancellationToken) =>
+        _launchers ??= FindLaunchersAsync(deadline, cancellationToken); // asked once per command (logs: the instance, then its node)
+
+    private Task<IReadOnlyList<(string Node, global::Platform.Launcher.V1.Launcher.LauncherClient Client)>>? _launchers;
+
+    private async Task<IReadOnlyList<(string Node, global::Platform.Launcher.V1.Launcher.LauncherClient Client)>> FindLaunchersAsync(DateTime deadline, CancellationToken cancellationToken)
     {
         try
         {

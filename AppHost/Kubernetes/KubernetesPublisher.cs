@@ -98,7 +98,8 @@ public static class KubernetesPublisher
         var shape = resource.Annotations.OfType<KubernetesAnnotation>().Single();
         var name = resource.Name;
         var endpoints = resource.Annotations.OfType<EndpointAnnotation>().OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
-        int Port(string endpoint) => endpoints.Single(e => e.Name == endpoint) is var e ? e.TargetPort ?? e.Port ?? throw new InvalidOperationException($"{name}: endpoint {endpoint} has no port") : 0;
+        int Port(string endpoint) => endpoints.Single(e => e.Name == endpoint) is var e && (e.TargetPort ?? e.Port) is { } port
+            ? port : throw new InvalidOperationException($"{name}: endpoint {endpoint} has no port");
         var grpc = Port("grpc");
         var http = Port("http");
 

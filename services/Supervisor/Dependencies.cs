@@ -45,9 +45,6 @@ public sealed class Dependencies : IHealthCheck
     /// <summary>Whether the Monitor's status stream is connected.</summary>
     public volatile bool MonitorStatuses;
 
-    /// <summary>Whether any launcher's event stream is connected (for the static launcher: it is).</summary>
-    public bool LauncherEvents => Nodes.All.Any(n => n.EventsConnected);
-
     /// <summary>A call to the launcher of <paramref name="node"/>; UNAVAILABLE at once when that node is not known
     /// (lost, or not registered yet).</summary>
     public Task<T> CallLauncherAsync<T>(string node, Func<Launcher.V1.Launcher.LauncherClient, CancellationToken, Task<T>> call, CancellationToken cancellationToken)

@@ -77,26 +77,15 @@ public sealed class NodeSet : Core.IPlacement
         lock (_lock) return _nodes.GetValueOrDefault(node);
     }
 
-    public bool IsAlive(string node)
+    /// <summary>Adds or replaces a node (a new address replaces its client).</summary>
+    public void Up(NodeClient node)
     {
-        if (_static is not null) return true;
-        lock (_lock) return _nodes.ContainsKey(node);
+        lock (_lock) _nodes[node.Name] = node;
     }
 
-    /// <summary>Adds or replaces a node (a new address replaces its client); returns the one it replaced, if any.</summary>
-    public NodeClient? Up(NodeClient node)
+    public void Down(string name)
     {
-        lock (_lock)
-        {
-            _nodes.TryGetValue(node.Name, out var old);
-            _nodes[node.Name] = node;
-            return old;
-        }
-    }
-
-    public NodeClient? Down(string name)
-    {
-        lock (_lock) return _nodes.Remove(name, out var old) ? old : null;
+        lock (_lock) _nodes.Remove(name);
     }
 
     /// <summary>Records where a workload is (loaded from the store, or placed by hand).</summary>
@@ -109,27 +98,20 @@ public sealed class NodeSet : Core.IPlacement
         }
     }
 
-    public void Release(string workload)
-    {
-        lock (_lock) _assigned.Remove(workload);
-    }
-
-    public int CountOn(string node)
-    {
-        lock (_lock) return _assigned.Values.Count(n => n == node);
-    }
-
-    /// <summary>Whether <paramref name="node"/> may run a workload with <paramref name="placement"/>.</summary>
+    /// <summary>Whether <paramref name="node"/> is registered and may run a workload with <paramref name="placement"/>.</summary>
     public bool Fits(Placement? placement, string node)
     {
         if (_static is not null) return true;
-        lock (_lock) return _nodes.TryGetValue(node, out var n) && Matches(placement, n);
+        var selector = Selector(placement);
+        lock (_lock) return _nodes.TryGetValue(node, out var n) && Matches(placement, selector, n);
     }
 
-    private static bool Matches(Placement? placement, NodeClient node) =>
-        placement is null ||
-        ((placement.NodeName.Length == 0 || placement.NodeName == node.Name) &&
-         (LabelSelector.TryParse(placement.NodeSelector, out _) is not { } selector || selector.Matches(node.Labels.ToDictionary())));
+    /// <summary>The placement's node selector, parsed once per decision (validated when the workload was applied).</summary>
+    private static LabelSelector Selector(Placement? placement) =>
+        LabelSelector.TryParse(placement?.NodeSelector ?? "", out _) ?? LabelSelector.Everything;
+
+    private static bool Matches(Placement? placement, LabelSelector selector, NodeClient node) =>
+        (placement is not { NodeName.Length: > 0 } || placement.NodeName == node.Name) && selector.Matches(node.Labels);
 
     /// <summary>
     /// Places <paramref name="workload"/>: the eligible node with the fewest workloads, counted at once. Null, with the
@@ -147,7 +129,8 @@ public sealed class NodeSet : Core.IPlacement
                 return null;
             }
             var counts = _assigned.Where(a => a.Key != workload).GroupBy(a => a.Value).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
-            var matching = _nodes.Values.Where(n => Matches(placement, n)).ToList();
+            var selector = Selector(placement);
+            var matching = _nodes.Values.Where(n => Matches(placement, selector, n)).ToList();
             if (matching.Count == 0)
             {
                 reason = placement is { NodeName.Length: > 0 }

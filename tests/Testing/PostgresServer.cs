@@ -65,11 +65,6 @@ public sealed class PostgresServer
         return server;
     }
 
-    /// <summary>The container's name, when the server runs in one (it stops by itself when this process is gone).</summary>
-    private string? _container;
-
-    public string? Container => _container;
-
     private static async Task<PostgresServer> StartContainerAsync()
     {
         var bin = Directory.Exists("/usr/lib/postgresql")
@@ -84,7 +79,7 @@ public sealed class PostgresServer
         var watch = $"/usr/lib/postgresql/15/bin/postgres -D /var/lib/postgresql/data -p {port} -c listen_addresses=127.0.0.1 -c max_connections=300 & pg=$!; " +
             $"while [ -d /proc/{Environment.ProcessId} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; kill -QUIT $pg 2>/dev/null; wait $pg";
         await RunAsync("docker", ["run", "-d", "--rm", "--name", name, "--network", "host", "--pid", "host", ContainerImage, "/bin/sh", "-c", watch], asUser: null);
-        var server = new PostgresServer(Path.GetTempPath(), bin, null, int.Parse(port, System.Globalization.CultureInfo.InvariantCulture)) { _container = name };
+        var server = new PostgresServer(Path.GetTempPath(), bin, null, int.Parse(port, System.Globalization.CultureInfo.InvariantCulture));
         for (var attempt = 0; ; attempt++)
         {
             try

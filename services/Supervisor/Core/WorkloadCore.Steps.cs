@@ -117,7 +117,7 @@ public static partial class WorkloadCore
             if (!_launchPending)
             {
                 // Placed before the generation is stored: a pending launch is retried on the same node, never a second one.
-                if (!_nodes.Static && !(Status.Node.Length > 0 && _nodes.IsAlive(Status.Node) && _nodes.Fits(_w.Placement, Status.Node)))
+                if (!_nodes.Static && !(Status.Node.Length > 0 && _nodes.Fits(_w.Placement, Status.Node)))
                 {
                     if (_nodes.Place(Name, _w.Placement, out var reason) is not { } node)
                     {

@@ -81,7 +81,7 @@ public abstract record Call : WorkloadAction
 public interface IPlacement
 {
     bool Static { get; }
-    bool IsAlive(string node);
+    /// <summary>Whether <paramref name="node"/> is registered and may run a workload with <paramref name="placement"/>.</summary>
     bool Fits(Placement? placement, string node);
     /// <summary>Chooses (and counts at once) the node for <paramref name="workload"/>, or null with the reason.</summary>
     string? Place(string workload, Placement? placement, out string reason);
@@ -93,7 +93,6 @@ public sealed class SingleLauncher : IPlacement
 {
     public static SingleLauncher Instance { get; } = new();
     public bool Static => true;
-    public bool IsAlive(string node) => true;
     public bool Fits(Placement? placement, string node) => true;
     public string? Place(string workload, Placement? placement, out string reason)
     {
