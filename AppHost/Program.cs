@@ -3,9 +3,11 @@ using Platform.AppHost.Kubernetes;
 // dashboard shows it; AsPlatformService (PlatformServiceExtensions.cs) adds what Aspire does not do for us, and
 // PublishAsKubernetes how each runs in Kubernetes (Kubernetes/KubernetesPublisher.cs writes the manifests).
 var samples = args.Contains("--samples");
-var (nodes, rest) = NodeExtensions.NodesOption([.. args.Where(a => a != "--samples")]); // --nodes N: N launchers as nodes
+var native = args.Contains("--native"); // the services' Native AOT builds (eng/publish-native.sh), not their JIT builds
+var (nodes, rest) = NodeExtensions.NodesOption([.. args.Where(a => a is not ("--samples" or "--native"))]); // --nodes N: N launchers as nodes
 var (kubernetes, others) = KubernetesPublisher.Option(rest); // --publisher kubernetes --output-path DIR: manifests
 var builder = DistributedApplication.CreateBuilder(others).WithPlatformState();
+if (native) builder.Configuration[PlatformServiceExtensions.NativeSetting] = "true"; // or Platform__Native=true
 
 var registry = builder.AddProject<Projects.Platform_SessionRegistry>("registry").AsPlatformService()
     .PublishAsKubernetes(KubernetesShape.StatefulSet);

@@ -65,7 +65,7 @@ internal static class BareAppHost
             {
                 var project = builder.AddProject<T>(name).WithHttpHealthCheck("/health", endpointName: "http");
                 var dir = Path.GetDirectoryName(new T().ProjectPath)!;
-                var output = Path.Combine(dir, "bin", "{{configuration}}", "net10.0");
+                var output = Environment.GetEnvironmentVariable("BARE_NATIVE") == "true" ? Path.Combine(dir, "bin", "native") : Path.Combine(dir, "bin", "{{configuration}}", "net10.0");
                 return project.WithAnnotation(new ExecutableAnnotation { Command = Path.Combine(output, typeof(T).Name), WorkingDirectory = output }, ResourceAnnotationMutationBehavior.Replace);
             }
             var registry = Svc<Projects.Svc0>("registry");
@@ -76,11 +76,33 @@ internal static class BareAppHost
             """);
 
         Console.WriteLine($"building the bare AppHost in {root} ...");
-        var build = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", ["build", host, "-c", configuration, "-nologo", "-v", "q", "-clp:ErrorsOnly"],
-            Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>().ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? ""),
-            root, StdioTarget.File(Path.Combine(root, "build.log")), StdioTarget.File(Path.Combine(root, "build.log"))));
-        var exit = await build.Exited;
-        if (exit.Code != 0) throw new InvalidOperationException($"building the bare AppHost failed ({exit}):\n" + File.ReadAllText(Path.Combine(root, "build.log")));
+        await DotnetAsync(root, "building the bare AppHost", "build", host, "-c", configuration);
         return Path.Combine(host, "bin", configuration, "net10.0", "BareAppHost.dll");
+    }
+
+    /// <summary>
+    /// Publishes the four empty services as Native AOT builds (SvcN/bin/native), which the bare AppHost runs with
+    /// BARE_NATIVE=true: the baseline of our <c>--native</c> mode. Call after <see cref="BuildAsync"/>.
+    /// </summary>
+    public static async Task PublishNativeAsync()
+    {
+        var root = Path.Combine(Path.GetTempPath(), "platform-bench-bare-apphost");
+        Console.WriteLine("publishing the four empty services as Native AOT builds ...");
+        for (var i = 0; i < Names.Length; i++)
+        {
+            var dir = Path.Combine(root, "Svc" + i);
+            await DotnetAsync(root, $"publishing Svc{i}", "publish", dir, "-c", "Release", "-r", "linux-x64", "-p:PublishAot=true",
+                "-p:CppCompilerAndLinker=gcc", "-o", Path.Combine(dir, "bin", "native"));
+        }
+    }
+
+    private static async Task DotnetAsync(string root, string what, params string[] args)
+    {
+        var log = Path.Combine(root, "build.log");
+        var build = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", [.. args, "-nologo", "-v", "q", "-clp:ErrorsOnly"],
+            Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>().ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? ""),
+            root, StdioTarget.File(log), StdioTarget.File(log)));
+        var exit = await build.Exited;
+        if (exit.Code != 0) throw new InvalidOperationException($"{what} failed ({exit}):\n" + File.ReadAllText(log));
     }
 }

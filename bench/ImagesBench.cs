@@ -19,8 +19,7 @@ public static class ImagesBench
 
     public static async Task<int> RunAsync(string[] args)
     {
-        var root = typeof(ImagesBench).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
-            .Cast<System.Reflection.AssemblyMetadataAttribute>().Single(a => a.Key == "PlatformRepoRoot").Value!;
+        var root = Platform.Testing.AppHostProcess.RepositoryRoot(typeof(ImagesBench).Assembly);
         if (args.Contains("--build")) await RunAsync(Path.Combine(root, "eng", "build-images.sh"), ["--local-base"], TimeSpan.FromMinutes(30));
         var rows = new List<(string Metric, string Others, string Ours, string Target, bool Met)>();
         var id = Guid.NewGuid().ToString("N")[..6];

@@ -23,13 +23,16 @@ public static class PeersBench
 {
     private const int SIGKILL = 9;
 
+    /// <summary>The platform again, each service its Native AOT build (eng/publish-native.sh; the images' build).</summary>
+    private const string NativeTool = "platform AOT";
+
     public static async Task<int> RunAsync(string[] args)
     {
         int Option(string name, int fallback) => BenchOptions.Int(args, name, fallback);
         var kills = Option("--kills", 30);
         var settle = TimeSpan.FromSeconds(Option("--settle", 60));
         var idle = Option("--idle", 300);
-        var tools = BenchOptions.Text(args, "--tools")?.Split(',') ?? ["supervisord", "PM2", "platform", PeersMonitoring.Tool];
+        var tools = BenchOptions.Text(args, "--tools")?.Split(',') ?? ["supervisord", "PM2", "platform", NativeTool, PeersMonitoring.Tool];
         var scenarios = (BenchOptions.Text(args, "--scenarios") ?? "1,2,3,4,5,6,7,8").Split(',').Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToHashSet();
         var agents = (BenchOptions.Text(args, "--agents") ?? "50,500,5000").Split(',', StringSplitOptions.RemoveEmptyEntries).Select(a => int.Parse(a, CultureInfo.InvariantCulture)).ToList();
         await EnsurePeersAsync();
@@ -42,15 +45,21 @@ public static class PeersBench
         {
             foreach (var kind in tools.Where(t => t != PeersMonitoring.Tool))
             {
-                var dir = Directory.CreateDirectory(Path.Combine(root, kind.ToLowerInvariant())).FullName;
-                var exe = Path.Combine(dir, $"psleep-{kind.ToLowerInvariant()}-{Guid.NewGuid().ToString("N")[..6]}");
+                if (kind == NativeTool && AppHostProcess.NativeBuild(typeof(PeersBench).Assembly, "Platform.Launcher") is null)
+                {
+                    Console.WriteLine($"== {kind}: no Native AOT builds under artifacts/publish (eng/publish-native.sh); left out");
+                    continue;
+                }
+                var dir = Directory.CreateDirectory(Path.Combine(root, kind.ToLowerInvariant().Replace(' ', '-'))).FullName;
+                var exe = Path.Combine(dir, $"psleep-{kind.ToLowerInvariant().Replace(' ', '-')}-{Guid.NewGuid().ToString("N")[..6]}");
                 File.Copy("/bin/sleep", exe);
                 File.SetUnixFileMode(exe, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
                 Tool New() => kind switch
                 {
                     "supervisord" => new Supervisord(dir),
                     "PM2" => new Pm2(dir),
-                    _ => new PlatformTool(dir),
+                    NativeTool => new PlatformTool(dir, native: true),
+                    _ => new PlatformTool(dir, native: false),
                 };
                 Console.WriteLine($"== {kind}");
                 try
@@ -245,21 +254,21 @@ public static class PeersBench
 
     private static int Print(List<Figure> figures)
     {
-        var rows = new List<string[]> { new[] { "figure", "supervisord", "PM2", PeersMonitoring.Tool, "platform", "platform vs best peer" } };
+        var rows = new List<string[]> { new[] { "figure", "supervisord", "PM2", PeersMonitoring.Tool, "platform", "platform vs best peer", NativeTool, $"{NativeTool} vs best peer" } };
         foreach (var row in figures.Select(f => f.Row).Distinct())
         {
             string Cell(string tool) => figures.FirstOrDefault(f => f.Row == row && f.Tool == tool)?.Shown ?? "-";
-            var peers = figures.Where(f => f.Row == row && f.Tool != "platform").ToList();
-            var ours = figures.FirstOrDefault(f => f.Row == row && f.Tool == "platform");
-            var verdict = "-";
-            if (ours is not null && peers.Count > 0)
+            var peers = figures.Where(f => f.Row == row && !f.Tool.StartsWith("platform", StringComparison.Ordinal)).ToList();
+            string Verdict(string tool)
             {
+                var ours = figures.FirstOrDefault(f => f.Row == row && f.Tool == tool);
+                if (ours is null || peers.Count == 0) return "-";
                 var best = peers.Min(p => p.Value);
-                verdict = Math.Abs(best - ours.Value) < 1e-9 ? "level"
+                return Math.Abs(best - ours.Value) < 1e-9 ? "level"
                     : ours.Value < best ? (ours.Value <= 0 ? "better (none)" : $"{best / ours.Value:0.0}x better")
                     : best <= 0 ? "behind" : $"{ours.Value / best:0.0}x behind";
             }
-            rows.Add([row, Cell("supervisord"), Cell("PM2"), Cell(PeersMonitoring.Tool), Cell("platform"), verdict]);
+            rows.Add([row, Cell("supervisord"), Cell("PM2"), Cell(PeersMonitoring.Tool), Cell("platform"), Verdict("platform"), Cell(NativeTool), Verdict(NativeTool)]);
         }
         Console.WriteLine();
         foreach (var line in Testing.Chaos.ChaosTable.Render(rows)) Console.WriteLine(line);
@@ -521,7 +530,7 @@ public static class PeersBench
 
     /// <summary>This platform's four services, each its own process from its Release build; programs are workloads
     /// applied to the Supervisor, all at once.</summary>
-    private sealed class PlatformTool(string dir) : Tool
+    private sealed class PlatformTool(string dir, bool native) : Tool
     {
         public readonly string[] Names = ["registry", "launcher", "monitor", "supervisor"];
         private readonly List<ServiceProcess> _services = [];
@@ -529,7 +538,9 @@ public static class PeersBench
         private string _supervisorUrl = "";
         private Supervisor.V1.Supervisor.SupervisorClient _client = null!;
 
-        private static string Dll(string name) => AppHostProcess.ProjectOutput(typeof(PeersBench).Assembly, name);
+        private string Dll(string name) => native && name != "platformctl"
+            ? AppHostProcess.NativeBuild(typeof(PeersBench).Assembly, name) ?? throw new InvalidOperationException($"no Native AOT build of {name}: run eng/publish-native.sh")
+            : AppHostProcess.ProjectOutput(typeof(PeersBench).Assembly, name);
 
         public override async Task StartAsync()
         {
@@ -598,7 +609,7 @@ public static class PeersBench
             var endpoint = $"supervisor={_supervisorUrl}";
             var jit = (string[])["dotnet", Dll("platformctl"), "--endpoint", endpoint, "get", "workloads", "-o", "json"];
             var bin = Directory.CreateDirectory(Path.Combine(dir, "bin")).FullName;
-            var script = Path.Combine(Path.GetDirectoryName(typeof(PeersBench).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "PlatformRepoRoot").Value + "/")!, "eng", "install-platformctl.sh");
+            var script = Path.Combine(Path.GetDirectoryName(AppHostProcess.RepositoryRoot(typeof(PeersBench).Assembly) + "/")!, "eng", "install-platformctl.sh");
             var installed = await RunAsync(script, [bin], check: false);
             var native = Path.Combine(bin, "platformctl");
             if (!installed.Contains("(native)", StringComparison.Ordinal) || !File.Exists(native))

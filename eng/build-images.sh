@@ -23,20 +23,15 @@ if [ "$base" = platform/base:bookworm ] && ! docker image inspect "$base" >/dev/
 fi
 
 declare -A projects=([registry]=SessionRegistry [launcher]=Launcher [monitor]=AgentMonitor [supervisor]=Supervisor)
+for service in "${services[@]}"; do : "${projects[$service]:?unknown service $service}"; done
+# Published into artifacts/publish/ (kept: a publish with nothing changed is quick), then copied into the build context.
+eng/publish-native.sh "${services[@]}"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp deploy/images/Dockerfile "$stage/Dockerfile"
 for service in "${services[@]}"; do
-  project=${projects[$service]:?unknown service $service}
-  # Published into artifacts/ (kept: a publish with nothing changed is quick), then copied into the build context.
+  project=${projects[$service]}
   out="artifacts/publish/$service"
-  echo "publishing $service (Platform.$project)"
-  if ! dotnet publish "services/$project" -c Release -r linux-x64 -p:PublishAot=true -p:CppCompilerAndLinker=gcc \
-       -p:StripSymbols=true -o "$out" -nologo -v quiet -clp:ErrorsOnly; then
-    echo "  no Native AOT build of $service here: self-contained instead"
-    rm -rf "$out"
-    dotnet publish "services/$project" -c Release -r linux-x64 --self-contained -o "$out" -nologo -v quiet -clp:ErrorsOnly
-  fi
   mkdir -p "$stage/publish/$service"
   cp -r "$out"/. "$stage/publish/$service/"
   mv "$stage/publish/$service/Platform.$project" "$stage/publish/$service/service"

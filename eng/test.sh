@@ -19,6 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 || echo "could not install ${missing[*]}"
 fi
 
+# The services' Native AOT builds (artifacts/publish): the AppHost's --native mode (EndToEnd.Tests) and the images.
+eng/publish-native.sh >/dev/null || echo "could not publish the Native AOT builds: the --native test will fail"
+
 # The container tests (tests/Containers.Tests) need a Docker engine and the platform's images: Debian's docker.io,
 # dockerd started when none runs, a local Debian base image (no image registry is reachable) and the four images.
 if eng/docker.sh; then

@@ -84,6 +84,7 @@ public sealed unsafe class ChildReaper : IDisposable
     private static readonly TimeSpan UnclaimedFor = TimeSpan.FromSeconds(1);
     private readonly AutoResetEvent _childAdded = new(false);
     private int _spawning; // spawns between posix_spawn and their waiter's registration (guarded by _lock)
+    private readonly Dictionary<int, Action<ExitStatus>> _exitHooks = []; // guarded by _lock
     private readonly Thread _thread;
     private volatile bool _disposed;
     private volatile bool _stopping;
@@ -298,6 +299,22 @@ public sealed unsafe class ChildReaper : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="hook"/> on the reaper's own thread the moment child <paramref name="pid"/> is reaped, before
+    /// its <see cref="SpawnedProcess.Exited"/> completes (whose continuations run on the thread pool): for what must
+    /// follow an exit within microseconds, such as releasing an armed successor. The hook must be short and must not
+    /// block; it replaces an earlier one of the pid, null removes it, and it runs at most once. A pid that is not a
+    /// child of this process never runs its hook.
+    /// </summary>
+    public void OnExit(int pid, Action<ExitStatus>? hook)
+    {
+        lock (_lock)
+        {
+            if (hook is null) _exitHooks.Remove(pid);
+            else _exitHooks[pid] = hook;
+        }
+    }
+
     /// <summary>Opens the gate: the child execs its program.</summary>
     internal static void Release(int pid, int gate)
     {
@@ -394,8 +411,10 @@ public sealed unsafe class ChildReaper : IDisposable
                 _ => ExitStatus.Unknown,
             };
             TaskCompletionSource<ExitStatus>? waiter;
+            Action<ExitStatus>? hook;
             lock (_lock)
             {
+                _exitHooks.Remove(info.Pid, out hook);
                 if (!_waiters.Remove(info.Pid, out waiter))
                 {
                     var now = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -404,6 +423,14 @@ public sealed unsafe class ChildReaper : IDisposable
                             _unclaimed.Remove(old);
                     _unclaimed[info.Pid] = (status, now);
                 }
+            }
+            try
+            {
+                hook?.Invoke(status);
+            }
+            catch
+            {
+                // A hook's failure must not stop the reaper.
             }
             waiter?.TrySetResult(status);
             try
@@ -450,12 +477,21 @@ public sealed unsafe class ChildReaper : IDisposable
 public sealed class HeldProcess(SpawnedProcess process, int gate)
 {
     private int _gate = gate;
+    private volatile bool _releasedEarly;
+    private volatile Exception? _earlyFailure;
+    private int _takenUp; // 1 once an early release was returned by Release or killed by Abort
 
-    /// <summary>Lets the program run (under the pid it already has) and returns it.</summary>
+    /// <summary>Lets the program run (under the pid it already has) and returns it; after a <see cref="ReleaseEarly"/>,
+    /// returns it (or throws what that release met).</summary>
     public SpawnedProcess Release()
     {
         var fd = Interlocked.Exchange(ref _gate, -1);
-        if (fd < 0) throw new InvalidOperationException("the process was released or aborted already");
+        if (fd < 0)
+        {
+            if (_earlyFailure is { } failure) throw failure;
+            return _releasedEarly && Interlocked.Exchange(ref _takenUp, 1) == 0 ? process
+                : throw new InvalidOperationException("the process was released or aborted already");
+        }
         try
         {
             ChildReaper.Release(process.Pid, fd);
@@ -467,7 +503,32 @@ public sealed class HeldProcess(SpawnedProcess process, int gate)
         return process;
     }
 
-    /// <summary>Kills it unrun; <see cref="SpawnedProcess.Exited"/> says when it is gone.</summary>
+    /// <summary>
+    /// Lets the program run now, from wherever the caller is (say a <see cref="ChildReaper.OnExit"/> hook), and never
+    /// throws: the <see cref="Release"/> that follows returns the process, or throws what this release met. Does
+    /// nothing once released or aborted.
+    /// </summary>
+    public void ReleaseEarly()
+    {
+        var fd = Interlocked.Exchange(ref _gate, -1);
+        if (fd < 0) return;
+        _releasedEarly = true;
+        try
+        {
+            ChildReaper.Release(process.Pid, fd);
+        }
+        catch (SpawnException e)
+        {
+            _earlyFailure = e;
+        }
+        finally
+        {
+            Native.close(fd);
+        }
+    }
+
+    /// <summary>Kills it unrun (or, after a <see cref="ReleaseEarly"/> that nothing took up with <see cref="Release"/>,
+    /// running); <see cref="SpawnedProcess.Exited"/> says when it is gone.</summary>
     public Task Abort()
     {
         var fd = Interlocked.Exchange(ref _gate, -1);
@@ -475,6 +536,10 @@ public sealed class HeldProcess(SpawnedProcess process, int gate)
         {
             ProcessTree.Signal(process.Identity, ProcessTree.SIGKILL);
             Native.close(fd);
+        }
+        else if (_releasedEarly && Interlocked.Exchange(ref _takenUp, 1) == 0)
+        {
+            ProcessTree.Signal(process.Identity, ProcessTree.SIGKILL);
         }
         return process.Exited;
     }

@@ -69,6 +69,8 @@ public sealed class InstanceManager(
         public bool ExitSeen { get; set; }
         /// <summary>Counted among its workload's exited instances (guarded by the manager's retention lock).</summary>
         public bool Retired { get; set; }
+        /// <summary>Started by this launcher process (not re-adopted): the reaper sees its exit.</summary>
+        public bool IsChild { get; init; }
     }
 
     // Exited instances per workload (a launch without one has its template's or program's name), oldest exit first:
@@ -263,6 +265,7 @@ public sealed class InstanceManager(
         var tracked = new Tracked(new InstanceRecord(instance, process.Identity, ProcFs.BootId, launch.StopGrace, logDirectory, launch.RequestId))
         {
             Exit = process.Exited,
+            IsChild = true,
         };
         _instances[id] = tracked;
         Save(tracked, instance);
@@ -380,6 +383,7 @@ public sealed class InstanceManager(
         lock (tracked.Lock)
         {
             tracked.ExitSeen = true;
+            if (tracked.IsChild) ChildReaper.Shared.OnExit(tracked.Record.Identity.Pid, null); // a hook set after the reap would linger
             successor = tracked.Successor is { } armed && !tracked.StopRequested && (!armed.OnFailureOnly || status.Code != 0) ? armed : null;
             if (successor is null) Discard(tracked.Successor);
             tracked.Successor = null;
@@ -503,9 +507,23 @@ public sealed class InstanceManager(
             }
             replaced = tracked.Successor;
             tracked.Successor = armed;
+            // Released on the reaper's thread at the exit, before the exit goes through the thread pool (a restart in
+            // about the time an exec takes); the exit's path below then finds it running.
+            if (tracked.IsChild && armed?.Output.Held is { } held)
+                ChildReaper.Shared.OnExit(tracked.Record.Identity.Pid, status => ReleaseEarly(tracked, armed, held, status));
         }
         Discard(replaced);
         return Get(id);
+    }
+
+    /// <summary>At the exit, on the reaper's thread: the armed successor runs at once if the exit's path would start it.</summary>
+    private static void ReleaseEarly(Tracked tracked, ArmedSuccessor armed, HeldProcess held, ExitStatus status)
+    {
+        lock (tracked.Lock)
+        {
+            if (tracked.Successor == armed && !tracked.StopRequested && (!armed.OnFailureOnly || status.Code != 0)) held.ReleaseEarly();
+            tracked.ExitSeen = true; // nothing can be armed any more (as once the exit's path below has run)
+        }
     }
 
     private void Save(Tracked tracked, Instance instance)

@@ -9,7 +9,7 @@ namespace Platform.Cli.Tests;
 public sealed class SamplesTests(CliFixture platform) : IClassFixture<CliFixture>
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(60);
-    private static readonly string Repository = typeof(SamplesTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "PlatformRepoRoot").Value!;
+    private static readonly string Repository = AppHostProcess.RepositoryRoot(typeof(SamplesTests).Assembly);
 
     private Dictionary<string, string> Env => new() { ["PLATFORM_STATE_DIR"] = platform.StateDirectory, ["PWD"] = Repository, ["PLATFORM_SAMPLES"] = platform.Work };
 

@@ -17,7 +17,7 @@ namespace Platform.Containers.Tests;
 public sealed class PlatformContainers : IAsyncDisposable
 {
     public const string Token = "container-test-token";
-    private static readonly string Root = typeof(PlatformContainers).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "PlatformRepoRoot").Value!;
+    private static readonly string Root = AppHostProcess.RepositoryRoot(typeof(PlatformContainers).Assembly);
     private readonly string _id = Guid.NewGuid().ToString("N")[..8];
     private readonly List<IContainer> _containers = [];
     private readonly List<IVolume> _volumes = [];

@@ -1,6 +1,7 @@
 using System.Reflection;
 using k8s;
 using k8s.Models;
+using Platform.Testing;
 
 namespace Platform.Deploy.Tests;
 
@@ -12,7 +13,7 @@ namespace Platform.Deploy.Tests;
 /// </summary>
 public sealed class ManifestTests
 {
-    private static readonly string Root = typeof(ManifestTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "PlatformRepoRoot").Value!;
+    private static readonly string Root = AppHostProcess.RepositoryRoot(typeof(ManifestTests).Assembly);
     private static readonly string Committed = Path.Combine(Root, "deploy", "kubernetes");
     public static readonly TheoryData<string> Overlays = new() { "sqlite", "postgres" };
 

@@ -15,6 +15,7 @@ public sealed class PlatformAppTests : IAsyncLifetime
 {
     internal static readonly TimeSpan Timeout = TimeSpan.FromSeconds(90);
     internal static readonly string[] Services = ["registry", "launcher", "monitor", "supervisor"];
+    private static readonly string[] GrpcServices = ["platform.registry.v1.SessionRegistry", "platform.launcher.v1.Launcher", "platform.monitor.v1.AgentMonitor", "platform.supervisor.v1.Supervisor"];
     private readonly string _stateDirectory = Directory.CreateTempSubdirectory("platform-e2e-").FullName;
     private readonly List<DistributedApplication> _apps = [];
 
@@ -42,7 +43,7 @@ public sealed class PlatformAppTests : IAsyncLifetime
         var token = AppHostState.Read(_stateDirectory).Token;
 
         // Each service is a real gRPC server with reflection and both health paths; the four work together.
-        foreach (var (name, service) in Services.Zip(["platform.registry.v1.SessionRegistry", "platform.launcher.v1.Launcher", "platform.monitor.v1.AgentMonitor", "platform.supervisor.v1.Supervisor"]))
+        foreach (var (name, service) in Services.Zip(GrpcServices))
             await Contracts.AssertServesAsync(endpoints.Grpc(name), endpoints.Http(name), service, token);
         var session = await Contracts.AssertRegistryKeepsSessionsAsync(endpoints.Grpc("registry"), _stateDirectory, token);
         var agent = await Contracts.AssertLauncherRunsAnAgentAsync(endpoints.Grpc("launcher"), token);
@@ -236,6 +237,31 @@ public sealed class PlatformAppTests : IAsyncLifetime
             Assert.Equal(placed.Where(w => w.Status.Node == node).Select(w => w.Status.InstanceId).Order(), running.Select(i => i.Id).Order());
             Assert.All(running, i => Assert.Equal(node, i.Node));
         }
+    }
+
+    [Fact]
+    public async Task With_native_the_services_run_their_Native_AOT_builds_and_work_together()
+    {
+        // eng/test.sh publishes them (eng/publish-native.sh) before the tests.
+        var root = AppHostProcess.RepositoryRoot(typeof(PlatformAppTests).Assembly);
+        Assert.True(Directory.Exists(Path.Combine(root, "artifacts", "publish")), "no Native AOT builds under artifacts/publish: run eng/publish-native.sh");
+        var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.Platform_AppHost>(["--native", $"PLATFORM_STATE_DIR={_stateDirectory}"]);
+        var app = await builder.BuildAsync();
+        _apps.Add(app);
+        await app.StartAsync().WaitAsync(Timeout);
+        var endpoints = await WaitHealthyAsync(app, Services);
+        var token = AppHostState.Read(_stateDirectory).Token;
+
+        // Each service's process is its Native AOT build: no dotnet host, no managed assembly beside it.
+        foreach (var name in Services)
+        {
+            var exe = new FileInfo($"/proc/{Pid(app, name)}/exe").LinkTarget!;
+            Assert.StartsWith(Path.Combine(root, "artifacts", "publish") + "/", exe, StringComparison.Ordinal);
+            Assert.False(File.Exists(exe + ".dll"), $"{exe} has a managed assembly beside it: not a Native AOT build");
+        }
+        foreach (var (name, service) in Services.Zip(GrpcServices))
+            await Contracts.AssertServesAsync(endpoints.Grpc(name), endpoints.Http(name), service, token);
+        await Contracts.AssertSupervisorKeepsAWorkloadAliveAsync(endpoints.Grpc("supervisor"), endpoints.Grpc("monitor"), token);
     }
 
     /// <summary>The resource's snapshot now (the watch replays the current state of every resource first).</summary>

@@ -12,6 +12,26 @@ public class ChildReaperTests
         Reaper.Spawn(new SpawnRequest("/bin/sh", ["-c", script], Env, cwd, stdout, stderr));
 
     [Fact]
+    public async Task An_exit_hook_runs_on_the_reapers_thread_with_the_status_before_Exited_completes_and_a_removed_one_never_runs()
+    {
+        var child = Sh("sleep 0.2; exit 7");
+        var removed = Sh("sleep 0.2; exit 8");
+        var seen = new TaskCompletionSource<(ExitStatus Status, bool ExitedAlready, string? Thread)>();
+        Reaper.OnExit(child.Pid, status => seen.TrySetResult((status, child.Exited.IsCompleted, Thread.CurrentThread.Name)));
+        var ranRemoved = false;
+        Reaper.OnExit(removed.Pid, _ => ranRemoved = true);
+        Reaper.OnExit(removed.Pid, null);
+
+        var (status, exitedAlready, thread) = await seen.Task.WaitAsync(Timeout);
+        Assert.Equal(new ExitStatus(7, null), status);
+        Assert.False(exitedAlready); // the hook comes first: Exited's continuations wait for the thread pool
+        Assert.Equal("child reaper", thread);
+        Assert.Equal(new ExitStatus(7, null), await child.Exited.WaitAsync(Timeout));
+        Assert.Equal(new ExitStatus(8, null), await removed.Exited.WaitAsync(Timeout));
+        Assert.False(ranRemoved);
+    }
+
+    [Fact]
     public async Task A_child_runs_with_exactly_the_given_environment_and_its_exit_code_is_reported()
     {
         var child = Sh("echo $GREETING; echo oops >&2; echo \"[$HOME]\"; exit 3", StdioTarget.Pipe, StdioTarget.Pipe);

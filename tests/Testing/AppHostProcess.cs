@@ -88,6 +88,18 @@ public sealed partial class AppHostProcess : IAsyncDisposable
         assembly.GetCustomAttributes<AssemblyMetadataAttribute>().SingleOrDefault(a => a.Key == $"PlatformProject:{projectName}")?.Value
         ?? throw new InvalidOperationException($"{assembly.GetName().Name} does not reference {projectName} (eng/ProjectOutputs.targets)");
 
+    /// <summary>The repository's root as recorded by eng/ProjectOutputs.targets in <paramref name="assembly"/>.</summary>
+    public static string RepositoryRoot(Assembly assembly) =>
+        assembly.GetCustomAttributes<AssemblyMetadataAttribute>().SingleOrDefault(a => a.Key == "PlatformRepoRoot")?.Value
+        ?? throw new InvalidOperationException($"{assembly.GetName().Name} records no repository root (eng/ProjectOutputs.targets)");
+
+    /// <summary>A service's Native AOT build as eng/publish-native.sh writes it (artifacts/publish/SERVICE/ASSEMBLY), if any.</summary>
+    public static string? NativeBuild(Assembly assembly, string assemblyName)
+    {
+        var publish = Path.Combine(RepositoryRoot(assembly), "artifacts", "publish");
+        return Directory.Exists(publish) ? Directory.EnumerateDirectories(publish).Select(d => Path.Combine(d, assemblyName)).FirstOrDefault(File.Exists) : null;
+    }
+
     /// <summary>The dashboard's address when started by <see cref="Start"/>.</summary>
     public string DashboardUrl { get; private set; } = "";
 
