@@ -61,6 +61,7 @@ public static class Extensions
         builder.Services.AddGrpcHealthChecks();
 
         builder.Services.AddHostedService<ParentProcessWatcher>();
+        builder.Services.AddHostedService<IdleMemoryTrimmer>();
         builder.Services.AddSingleton(TimeProvider.System);
         return builder;
     }

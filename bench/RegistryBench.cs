@@ -201,7 +201,7 @@ public static class RegistryBench
         })));
         var live = await clients[0].ListSessionsAsync(new ListSessionsRequest { Workload = "bench", State = Session.Types.State.Active, PageSize = 1 });
         if (live.Sessions.Count == 0) throw new InvalidOperationException("no live sessions after the load");
-        await Task.Delay(7000); // idle: the registry trims its heap after a burst (IdleMemoryTrimmer: 2 s of quiet, looked at every 2 s)
+        await Task.Delay(7000); // idle: the registry trims its heap after a burst (ServiceDefaults' IdleMemoryTrimmer, which looks every 2 s)
         return (idle, Measure.Rss(registry.Pid));
     }
 }

@@ -38,7 +38,6 @@ public static class Extensions
         builder.Services.AddHostedService(sp => sp.GetRequiredService<RegistryEngine>());
         builder.Services.AddSingleton<ExpirySweeper>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ExpirySweeper>());
-        builder.Services.AddHostedService<IdleMemoryTrimmer>();
         builder.Services.AddHealthChecks().AddCheck<StoreHealthCheck>("store");
         return builder;
     }

@@ -31,11 +31,8 @@ public sealed class RegistryEngine(
 
     public WatchHub Hub { get; } = new(options.Value.WatchHistory, options.Value.WatchBuffer);
 
-    /// <summary>Writes committed since start (for the idle memory trim).</summary>
+    /// <summary>Writes committed since start.</summary>
     public long CommittedWrites => Interlocked.Read(ref _committedWrites);
-
-    /// <summary>When the last batch was committed, by the wall clock.</summary>
-    public DateTimeOffset LastCommitWallClock { get; private set; }
 
     private long _committedWrites;
     private long _commits;
@@ -329,7 +326,6 @@ public sealed class RegistryEngine(
         foreach (var command in batch) command.Complete();
         Interlocked.Add(ref _committedWrites, batch.Count);
         Interlocked.Increment(ref _commits);
-        LastCommitWallClock = DateTimeOffset.UtcNow;
     }
 
     private SessionEvent Record(IStoreBatch transaction, Session session, SessionEvent.Types.Type type, List<SessionEvent> events)

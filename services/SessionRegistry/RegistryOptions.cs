@@ -32,12 +32,6 @@ public sealed class RegistryOptions
     /// <summary>Most writes committed in one transaction (one fsync).</summary>
     public int MaxBatch { get; set; } = 1024;
 
-    /// <summary>
-    /// After this many writes, once the registry has been idle for a couple of seconds, the heap is compacted and
-    /// returned to the system (0: never). See <see cref="IdleMemoryTrimmer"/>.
-    /// </summary>
-    public int TrimAfterWrites { get; set; } = 10_000;
-
     /// <summary>The sweeper's leader lock: how long it holds without renewal.</summary>
     public TimeSpan LeaderLease { get; set; } = TimeSpan.FromSeconds(15);
 
