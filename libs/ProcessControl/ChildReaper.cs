@@ -481,6 +481,9 @@ public sealed class HeldProcess(SpawnedProcess process, int gate)
     private volatile Exception? _earlyFailure;
     private int _takenUp; // 1 once an early release was returned by Release or killed by Abort
 
+    /// <summary>Let run by <see cref="ReleaseEarly"/>: its program may have started (and forked) already.</summary>
+    public bool ReleasedEarly => _releasedEarly;
+
     /// <summary>Lets the program run (under the pid it already has) and returns it; after a <see cref="ReleaseEarly"/>,
     /// returns it (or throws what that release met).</summary>
     public SpawnedProcess Release()

@@ -113,9 +113,12 @@ public sealed class InstanceManager(
     {
         if (prepared.Held is { } held)
         {
-            // Killed unrun; its cgroup goes once it is gone.
+            // Killed unrun (or, released early at an exit that a stop then overtook, killed with whatever it forked
+            // meanwhile); its cgroup goes once it is gone.
             var cgroup = prepared.Cgroup;
-            _ = held.Abort().ContinueWith(_ => containment.Discard(cgroup), TaskScheduler.Default);
+            var gone = held.Abort();
+            if (held.ReleasedEarly && cgroup is not null) gone = Task.WhenAll(gone, Cgroup.KillAsync(cgroup, TimeSpan.FromSeconds(5)));
+            _ = gone.ContinueWith(_ => containment.Discard(cgroup), TaskScheduler.Default);
         }
         try
         {
