@@ -8,7 +8,8 @@ namespace Platform.Bench;
 /// <summary>
 /// The AppHost (built) to its four services ready, side by side in one run: (1) a bare Aspire AppHost with four empty
 /// web services in our topology (the same references and waits) and launch mode (build output, not `dotnet run`),
-/// generated and built here; (2) ours. Both on the fixed ports of their settings; ready is probed on the services
+/// generated and built here; (2) ours; then, when eng/publish-native.sh has published ours, both again with Native AOT
+/// builds (ours with --native, the bare one's services published here). All on the fixed ports of their settings; ready is probed on the services
 /// themselves every 20 ms: ours answer SERVING over grpc.health.v1, the empty ones 200 on /health. One uncounted
 /// warm-up run of each first. Memory: RSS of the whole tree at that moment (AppHost, DCP and its helpers, dashboard, services).
 /// Targets (issue 16): ours within 1.15x of the baseline's median time and within 1.5x of its memory.
