@@ -12,20 +12,21 @@ internal static class BareAppHost
 {
     public static readonly string[] Names = ["registry", "launcher", "monitor", "supervisor"];
 
+    private static readonly string Root = Path.Combine(Path.GetTempPath(), "platform-bench-bare-apphost");
+
     public static int HttpPort(int service) => 5292 + service * 10;
 
     private static int GrpcPort(int service) => 5291 + service * 10;
 
     public static async Task<string> BuildAsync(string configuration)
     {
-        var root = Path.Combine(Path.GetTempPath(), "platform-bench-bare-apphost");
-        Directory.CreateDirectory(root);
+        Directory.CreateDirectory(Root);
         // Outside the repository: no Directory.Build.props or central package versions of ours apply.
-        File.WriteAllText(Path.Combine(root, "Directory.Build.props"), "<Project />");
-        File.WriteAllText(Path.Combine(root, "Directory.Packages.props"), "<Project />");
+        File.WriteAllText(Path.Combine(Root, "Directory.Build.props"), "<Project />");
+        File.WriteAllText(Path.Combine(Root, "Directory.Packages.props"), "<Project />");
         for (var i = 0; i < Names.Length; i++)
         {
-            var dir = Path.Combine(root, "Svc" + i);
+            var dir = Path.Combine(Root, "Svc" + i);
             Directory.CreateDirectory(dir);
             File.WriteAllText(Path.Combine(dir, $"Svc{i}.csproj"), """
                 <Project Sdk="Microsoft.NET.Sdk.Web">
@@ -43,7 +44,7 @@ internal static class BareAppHost
                     "http": { "Url": "http://127.0.0.1:{{HttpPort(i)}}", "Protocols": "Http1" } } } }
                 """);
         }
-        var host = Path.Combine(root, "BareAppHost");
+        var host = Path.Combine(Root, "BareAppHost");
         Directory.CreateDirectory(Path.Combine(host, "Properties"));
         File.WriteAllText(Path.Combine(host, "BareAppHost.csproj"), $$"""
             <Project Sdk="Aspire.AppHost.Sdk/13.6.4">
@@ -75,8 +76,8 @@ internal static class BareAppHost
             builder.Build().Run();
             """);
 
-        Console.WriteLine($"building the bare AppHost in {root} ...");
-        await DotnetAsync(root, "building the bare AppHost", "build", host, "-c", configuration);
+        Console.WriteLine($"building the bare AppHost in {Root} ...");
+        await DotnetAsync("building the bare AppHost", "build", host, "-c", configuration);
         return Path.Combine(host, "bin", configuration, "net10.0", "BareAppHost.dll");
     }
 
@@ -86,22 +87,21 @@ internal static class BareAppHost
     /// </summary>
     public static async Task PublishNativeAsync()
     {
-        var root = Path.Combine(Path.GetTempPath(), "platform-bench-bare-apphost");
         Console.WriteLine("publishing the four empty services as Native AOT builds ...");
         for (var i = 0; i < Names.Length; i++)
         {
-            var dir = Path.Combine(root, "Svc" + i);
-            await DotnetAsync(root, $"publishing Svc{i}", "publish", dir, "-c", "Release", "-r", "linux-x64", "-p:PublishAot=true",
+            var dir = Path.Combine(Root, "Svc" + i);
+            await DotnetAsync($"publishing Svc{i}", "publish", dir, "-c", "Release", "-r", "linux-x64", "-p:PublishAot=true",
                 "-p:CppCompilerAndLinker=gcc", "-o", Path.Combine(dir, "bin", "native"));
         }
     }
 
-    private static async Task DotnetAsync(string root, string what, params string[] args)
+    private static async Task DotnetAsync(string what, params string[] args)
     {
-        var log = Path.Combine(root, "build.log");
+        var log = Path.Combine(Root, "build.log");
         var build = ChildReaper.Shared.Spawn(new SpawnRequest("dotnet", [.. args, "-nologo", "-v", "q", "-clp:ErrorsOnly"],
             Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>().ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? ""),
-            root, StdioTarget.File(log), StdioTarget.File(log)));
+            Root, StdioTarget.File(log), StdioTarget.File(log)));
         var exit = await build.Exited;
         if (exit.Code != 0) throw new InvalidOperationException($"{what} failed ({exit}):\n" + File.ReadAllText(log));
     }

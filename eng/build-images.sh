@@ -18,23 +18,23 @@ for arg in "$@"; do
 done
 [ ${#services[@]} -gt 0 ] || services=(registry launcher monitor supervisor)
 
+# Published into artifacts/publish/ first (kept: a publish with nothing changed is quick; the AppHost's --native runs
+# the same builds), then copied into the build context.
+eng/publish-native.sh "${services[@]}"
+
 if [ "$base" = platform/base:bookworm ] && ! docker image inspect "$base" >/dev/null 2>&1; then
   eng/base-image.sh
 fi
 
-declare -A projects=([registry]=SessionRegistry [launcher]=Launcher [monitor]=AgentMonitor [supervisor]=Supervisor)
-for service in "${services[@]}"; do : "${projects[$service]:?unknown service $service}"; done
-# Published into artifacts/publish/ (kept: a publish with nothing changed is quick), then copied into the build context.
-eng/publish-native.sh "${services[@]}"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp deploy/images/Dockerfile "$stage/Dockerfile"
 for service in "${services[@]}"; do
-  project=${projects[$service]}
   out="artifacts/publish/$service"
   mkdir -p "$stage/publish/$service"
   cp -r "$out"/. "$stage/publish/$service/"
-  mv "$stage/publish/$service/Platform.$project" "$stage/publish/$service/service"
+  executable=$(ls "$out" | grep -E '^Platform\.[A-Za-z]+$') # Platform.X, not Platform.X.dll, .pdb or .dbg
+  mv "$stage/publish/$service/$executable" "$stage/publish/$service/service"
   rm -f "$stage/publish/$service"/*.dbg "$stage/publish/$service"/*.pdb
   docker build -q --build-arg BASE="$base" --build-arg SERVICE="$service" -t "platform/$service:$tag" "$stage" >/dev/null
   rm -rf "$stage/publish/$service"

@@ -19,11 +19,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 || echo "could not install ${missing[*]}"
 fi
 
-# The services' Native AOT builds (artifacts/publish): the AppHost's --native mode (EndToEnd.Tests) and the images.
-eng/publish-native.sh >/dev/null || echo "could not publish the Native AOT builds: the --native test will fail"
-
 # The container tests (tests/Containers.Tests) need a Docker engine and the platform's images: Debian's docker.io,
 # dockerd started when none runs, a local Debian base image (no image registry is reachable) and the four images.
+# The images are made of the services' Native AOT builds (artifacts/publish, eng/publish-native.sh), which the
+# AppHost's --native mode runs too (EndToEnd.Tests): published by build-images.sh, or here when there is no engine.
 if eng/docker.sh; then
   eng/build-images.sh --local-base || echo "could not build the images: the container tests will fail"
   # PostgreSQL in a container for the store suite (tests/Testing/PostgresServer.cs) and the container tests.
@@ -34,6 +33,7 @@ if eng/docker.sh; then
   fi
 else
   echo "no Docker engine: the container tests will fail"
+  eng/publish-native.sh >/dev/null || echo "could not publish the Native AOT builds: the --native test will fail"
 fi
 
 if ! dotnet build Platform.sln -nologo -v quiet -clp:ErrorsOnly; then

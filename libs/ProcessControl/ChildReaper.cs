@@ -495,6 +495,13 @@ public sealed class HeldProcess(SpawnedProcess process, int gate)
             return _releasedEarly && Interlocked.Exchange(ref _takenUp, 1) == 0 ? process
                 : throw new InvalidOperationException("the process was released or aborted already");
         }
+        Open(fd);
+        return process;
+    }
+
+    /// <summary>Writes the gate's line and closes it (<see cref="ChildReaper.Release"/> kills the child if it cannot).</summary>
+    private void Open(int fd)
+    {
         try
         {
             ChildReaper.Release(process.Pid, fd);
@@ -503,7 +510,6 @@ public sealed class HeldProcess(SpawnedProcess process, int gate)
         {
             Native.close(fd);
         }
-        return process;
     }
 
     /// <summary>
@@ -518,15 +524,11 @@ public sealed class HeldProcess(SpawnedProcess process, int gate)
         _releasedEarly = true;
         try
         {
-            ChildReaper.Release(process.Pid, fd);
+            Open(fd);
         }
         catch (SpawnException e)
         {
             _earlyFailure = e;
-        }
-        finally
-        {
-            Native.close(fd);
         }
     }
 

@@ -71,6 +71,12 @@ public sealed class InstanceManager(
         public bool Retired { get; set; }
         /// <summary>Started by this launcher process (not re-adopted): the reaper sees its exit.</summary>
         public bool IsChild { get; init; }
+
+        /// <summary>Whether an exit with <paramref name="status"/> starts the armed successor: not after a stop that was
+        /// asked for, and not after a success when only failures are followed (an unknown status counts as a failure).
+        /// The caller holds Lock.</summary>
+        public ArmedSuccessor? Follows(ExitStatus status) =>
+            Successor is { } armed && !StopRequested && (!armed.OnFailureOnly || status.Code != 0) ? armed : null;
     }
 
     // Exited instances per workload (a launch without one has its template's or program's name), oldest exit first:
@@ -380,14 +386,13 @@ public sealed class InstanceManager(
 
         var exitTime = Timestamp.FromDateTimeOffset(time.GetUtcNow());
         // An armed successor starts first, before the exit is recorded and published: the restart does not wait for
-        // a round trip through whoever armed it. Not after a stop that was asked for, and not after a success when
-        // only failures are to be followed (an unknown exit status, as after a re-adoption, counts as a failure).
+        // a round trip through whoever armed it (Tracked.Follows says whether it starts).
         ArmedSuccessor? successor;
         lock (tracked.Lock)
         {
             tracked.ExitSeen = true;
             if (tracked.IsChild) ChildReaper.Shared.OnExit(tracked.Record.Identity.Pid, null); // a hook set after the reap would linger
-            successor = tracked.Successor is { } armed && !tracked.StopRequested && (!armed.OnFailureOnly || status.Code != 0) ? armed : null;
+            successor = tracked.Follows(status);
             if (successor is null) Discard(tracked.Successor);
             tracked.Successor = null;
         }
@@ -524,7 +529,7 @@ public sealed class InstanceManager(
     {
         lock (tracked.Lock)
         {
-            if (tracked.Successor == armed && !tracked.StopRequested && (!armed.OnFailureOnly || status.Code != 0)) held.ReleaseEarly();
+            if (tracked.Follows(status) == armed) held.ReleaseEarly();
             tracked.ExitSeen = true; // nothing can be armed any more (as once the exit's path below has run)
         }
     }
