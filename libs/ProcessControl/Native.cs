@@ -31,6 +31,8 @@ internal static unsafe partial class Native
     public const int O_CREAT = 0x40;
     public const int O_APPEND = 0x400;
     public const int O_CLOEXEC = 0x80000;
+    public const int O_DIRECTORY = 0x10000;
+    public const int O_PATH = 0x200000;
 
     public const short POSIX_SPAWN_SETSIGDEF = 0x04;
     public const short POSIX_SPAWN_SETSIGMASK = 0x08;
@@ -86,6 +88,9 @@ internal static unsafe partial class Native
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string path, int flags, int mode);
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial nint write(int fd, byte* buffer, nuint count);

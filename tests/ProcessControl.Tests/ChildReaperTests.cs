@@ -248,3 +248,116 @@ public sealed class ProcFsTests
         Assert.True(stat.RssPages > 0);
     }
 }
+
+/// <summary>
+/// A child started in a cgroup: directly (clone3 with CLONE_INTO_CGROUP, through libplatformspawn.so) or through the
+/// /bin/sh gate; both give the program the same start. Real cgroup v2 groups under this process's own.
+/// </summary>
+public sealed class CgroupSpawnTests : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
+    private static readonly Dictionary<string, string> Env = new() { ["PATH"] = "/usr/bin:/bin", ["GREETING"] = "hello" };
+    private readonly CgroupTree _tree = CgroupTree.TryOpen($"platform-spawn-tests-{Guid.NewGuid():N}", null, out var reason)
+        ?? throw new InvalidOperationException($"these tests need a writable cgroup v2 hierarchy: {reason}");
+    private readonly List<string> _groups = [];
+
+    private string Group()
+    {
+        var group = _tree.Create($"g{_groups.Count}");
+        _groups.Add(group);
+        return group;
+    }
+
+    /// <summary>The group's path as /proc/PID/cgroup names it ("0::/a/b").</summary>
+    private static string Named(string group) =>
+        File.ReadLines("/proc/self/cgroup").Single(l => l.StartsWith("0::", StringComparison.Ordinal)) is var own &&
+        File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(" - ")).First(p => p.Length > 1 && p[1].StartsWith("cgroup2 ", StringComparison.Ordinal))[0].Split(' ')[4] is var mount
+            ? "0::/" + Path.GetRelativePath(mount, group)
+            : throw new InvalidOperationException();
+
+    [Fact]
+    public void Where_gcc_is_installed_the_build_made_the_library_and_children_start_directly_in_their_cgroup()
+    {
+        // The build compiles native/platform_spawn.c with gcc when it is there (Platform.ProcessControl.csproj).
+        Assert.Equal(File.Exists("/usr/bin/gcc"), File.Exists(Path.Combine(AppContext.BaseDirectory, "libplatformspawn.so")));
+        if (File.Exists("/usr/bin/gcc")) Assert.True(CgroupSpawn.Available, CgroupSpawn.Unavailable);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_child_and_what_it_forks_are_in_its_cgroup_with_the_same_start_either_way(bool gate)
+    {
+        var group = Group();
+        var script = "grep ^0:: /proc/self/cgroup; sh -c 'grep ^0:: /proc/self/cgroup'; pwd; echo \"$GREETING\"; grep SigIgn /proc/self/status; " +
+                     "read line; echo \"got $line\"; echo oops >&2; exit 4";
+        var child = ChildReaper.Shared.Spawn(new SpawnRequest("sh", ["-c", script], Env, "/tmp", StdioTarget.Pipe, StdioTarget.Pipe)
+        {
+            Cgroup = group,
+            StdinPipe = true,
+            ThroughGate = gate,
+        });
+        var stat = ProcFs.ReadStat(child.Pid)!.Value;
+        Assert.Equal((child.Pid, child.Pid, Environment.ProcessId), (stat.Session, stat.ProcessGroup, stat.ParentPid));
+        Assert.Contains(child.Pid, Cgroup.Members(group));
+        await child.StandardInput!.WriteAsync("line\n"u8.ToArray());
+        await child.StandardInput.FlushAsync();
+
+        var stdout = await new StreamReader(child.StandardOutput!).ReadToEndAsync();
+        var stderr = await new StreamReader(child.StandardError!).ReadToEndAsync();
+        Assert.Equal(new ExitStatus(4, null), await child.Exited.WaitAsync(Timeout));
+        var name = Named(group);
+        var lines = stdout.Split('\n');
+        Assert.Equal([name, name, "/tmp", "hello", "got line", ""], lines.Where(l => !l.StartsWith("SigIgn:", StringComparison.Ordinal)));
+        // No standard signal ignored (the runtime ignores SIGPIPE; the child must not inherit that). glibc's
+        // posix_spawn leaves its two internal real-time signals (32, 33) ignored in the gate; they are not asked about.
+        var ignored = Convert.ToUInt64(lines.Single(l => l.StartsWith("SigIgn:", StringComparison.Ordinal))[7..].Trim(), 16);
+        Assert.Equal(0UL, ignored & 0x7FFFFFFF);
+        Assert.Equal("oops\n", stderr);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Output_files_are_appended_and_nothing_is_left_of_a_start_that_fails(bool gate)
+    {
+        var group = Group();
+        var output = Path.Combine(Directory.CreateTempSubdirectory("cgroup-spawn-").FullName, "out.log");
+        await File.WriteAllTextAsync(output, "before\n");
+        var child = ChildReaper.Shared.Spawn(new SpawnRequest("sh", ["-c", "echo after"], Env, null, StdioTarget.File(output)) { Cgroup = group, ThroughGate = gate });
+        Assert.Equal(new ExitStatus(0, null), await child.Exited.WaitAsync(Timeout));
+        Assert.Equal("before\nafter\n", await File.ReadAllTextAsync(output));
+
+        // Exactly the environment asked for (the gate's shell adds nothing either).
+        var env = ChildReaper.Shared.Spawn(new SpawnRequest("env", [], Env, "/tmp", StdioTarget.Pipe) { Cgroup = group, ThroughGate = gate });
+        var printed = await new StreamReader(env.StandardOutput!).ReadToEndAsync();
+        Assert.Equal(Env.Select(kv => $"{kv.Key}={kv.Value}").Order(), printed.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
+        Assert.Equal(new ExitStatus(0, null), await env.Exited.WaitAsync(Timeout));
+
+        var missing = Assert.Throws<SpawnException>(() => ChildReaper.Shared.Spawn(new SpawnRequest("sh", ["-c", "true"], Env, "/no/such/directory") { Cgroup = group, ThroughGate = gate }));
+        Assert.Contains("No such file or directory", missing.Message, StringComparison.Ordinal);
+        var notExecutable = Assert.Throws<SpawnException>(() => ChildReaper.Shared.Spawn(new SpawnRequest(output, [], Env) { Cgroup = group, ThroughGate = gate }));
+        Assert.True(notExecutable.PermissionDenied, notExecutable.Message);
+        await WaitForAsync(() => !Cgroup.IsPopulated(group));
+    }
+
+    private static async Task WaitForAsync(Func<bool> condition)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(clock.Elapsed < Timeout, "timed out");
+            await Task.Delay(20);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var group in _groups)
+        {
+            Cgroup.KillAsync(group, Timeout).GetAwaiter().GetResult();
+            Cgroup.Remove(group);
+        }
+        _tree.TryRemove();
+    }
+}
