@@ -584,17 +584,26 @@ public static class PeersBench
             _client = new Supervisor.V1.Supervisor.SupervisorClient(_channel);
         }
 
-        public override Task AddAsync(IReadOnlyList<Managed> programs) =>
-            Task.WhenAll(programs.Select(p => _client.ApplyWorkloadAsync(new ApplyWorkloadRequest
+        /// <summary>One ApplyWorkloads call for all of them (as `platformctl apply -f` makes it), as the peers take
+        /// one ecosystem file or one `supervisorctl update`.</summary>
+        public override async Task AddAsync(IReadOnlyList<Managed> programs)
+        {
+            var response = await _client.ApplyWorkloadsAsync(new ApplyWorkloadsRequest
             {
-                Workload = new Workload
+                Workloads =
                 {
-                    Name = p.Name,
-                    Launch = new LaunchSpec { Process = new ProcessSpec { Executable = p.Executable, Args = { p.Args } } },
-                    RestartPolicy = p.AtOnce ? new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero), MaxRestarts = 1000 } : null, // like startretries: no limit in reach
-                    StopGrace = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
+                    programs.Select(p => new Workload
+                    {
+                        Name = p.Name,
+                        Launch = new LaunchSpec { Process = new ProcessSpec { Executable = p.Executable, Args = { p.Args } } },
+                        RestartPolicy = p.AtOnce ? new RestartPolicy { InitialBackoff = Duration.FromTimeSpan(TimeSpan.Zero), MaxRestarts = 1000 } : null, // like startretries: no limit in reach
+                        StopGrace = Duration.FromTimeSpan(TimeSpan.FromSeconds(1)),
+                    }),
                 },
-            }).ResponseAsync));
+            });
+            if (response.Results.FirstOrDefault(r => r.Code != 0) is { } refused)
+                throw new InvalidOperationException($"workload {refused.Name} was refused: {refused.Message}");
+        }
 
         public override async Task RemoveAllAsync()
         {

@@ -23,23 +23,25 @@ public static class WorkloadCommands
             try { workloads.AddRange(Manifest.Read(text, file == "-" ? "stdin" : file)); }
             catch (ManifestException e) { throw new CliException(ExitCode.Failed, e.Message); }
         }
+        // One ApplyWorkloads call per 1,000 workloads: the Supervisor applies them all at once. Like kubectl, a workload
+        // that is refused does not stop the others; the command fails at the end.
         var failed = 0;
         var applied = new List<Workload>();
-        foreach (var workload in workloads)
+        foreach (var chunk in workloads.Chunk(1000))
         {
-            try
+            var response = await c.Ask("supervisor", () => c.Platform.Supervisor.ApplyWorkloadsAsync(new ApplyWorkloadsRequest { Workloads = { chunk } }, deadline: c.Deadline).ResponseAsync);
+            foreach (var result in response.Results)
             {
-                var before = await c.Find("supervisor", () => c.Platform.Supervisor.GetWorkloadAsync(new GetWorkloadRequest { Name = workload.Name }, deadline: c.Deadline).ResponseAsync);
-                var after = await c.Ask("supervisor", () => c.Platform.Supervisor.ApplyWorkloadAsync(new ApplyWorkloadRequest { Workload = workload }, deadline: c.Deadline).ResponseAsync);
-                applied.Add(after);
+                if (result.Code != 0)
+                {
+                    var (_, message) = Failures.Describe(new Grpc.Core.RpcException(new Grpc.Core.Status((Grpc.Core.StatusCode)result.Code, result.Message)), "supervisor", c.Platform);
+                    Console.Error.WriteLine($"platformctl: workload/{result.Name}: {message}");
+                    failed++;
+                    continue;
+                }
+                applied.Add(result.Workload);
                 if (c.Format is Format.Table or Format.Wide)
-                    c.Out.Writer.WriteLine($"workload/{after.Name} {(before is null ? "created" : before.Revision == after.Revision ? "unchanged" : "configured")}");
-            }
-            catch (CliException e) when (e.ExitCode is ExitCode.Failed or ExitCode.NotFound)
-            {
-                // Like kubectl: the others are still applied; the command fails at the end.
-                Console.Error.WriteLine($"platformctl: workload/{workload.Name}: {e.Message}");
-                failed++;
+                    c.Out.Writer.WriteLine($"workload/{result.Name} {result.Change switch { ApplyResult.Types.Change.Created => "created", ApplyResult.Types.Change.Unchanged => "unchanged", _ => "configured" }}");
             }
         }
         if (c.Format is Format.Json or Format.Yaml) c.Out.Message(new ListWorkloadsResponse { Workloads = { applied } }, c.Format);

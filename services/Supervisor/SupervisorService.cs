@@ -18,12 +18,51 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
         v.ThrowIfAny();
         if (request.RequestId.Length > 0 && store.Answered(request.RequestId, time.GetUtcNow()) is { } first)
             return engine.Get(first.Name) ?? first;
-        var spec = request.Workload.Clone();
-        spec.Status = null;
-        spec.RestartPolicy = WorkloadValidation.Describe(WorkloadValidation.ToPolicy(spec.RestartPolicy));
-        var workload = await engine.ApplyAsync(spec);
+        var workload = await ApplyValidatedAsync(request.Workload);
         if (request.RequestId.Length > 0) store.Answer(request.RequestId, workload, time.GetUtcNow());
         return workload;
+    }
+
+    /// <summary>A workload that passed validation, as stored: its status the Supervisor's, its policy spelt out.</summary>
+    private Task<Workload> ApplyValidatedAsync(Workload requested)
+    {
+        var spec = requested.Clone();
+        spec.Status = null;
+        spec.RestartPolicy = WorkloadValidation.Describe(WorkloadValidation.ToPolicy(spec.RestartPolicy));
+        return engine.ApplyAsync(spec);
+    }
+
+    public const int MaxBatch = 1000;
+
+    public override async Task<ApplyWorkloadsResponse> ApplyWorkloads(ApplyWorkloadsRequest request, ServerCallContext context)
+    {
+        engine.EnsureActing();
+        if (request.Workloads.Count == 0) throw PlatformException.Invalid("workloads", "is empty: give at least one workload");
+        if (request.Workloads.Count > MaxBatch)
+            throw PlatformException.Invalid("workloads", $"has {request.Workloads.Count} workloads; at most {MaxBatch} go in one call");
+        if (request.Workloads.GroupBy(w => w.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Key.Length > 0 && g.Count() > 1) is { } twice)
+            throw PlatformException.Invalid("workloads", $"names workload '{twice.Key}' {twice.Count()} times; each may be applied once per call");
+        // All at once, as that many ApplyWorkload calls would be, but in one round trip: the workloads' first starts
+        // go to the launcher together and their stores share commits (WorkloadStore's group commit).
+        var results = await Task.WhenAll(request.Workloads.Select(async w =>
+        {
+            try
+            {
+                var v = new Violations();
+                WorkloadValidation.Validate(w, v);
+                v.ThrowIfAny();
+                var before = engine.Get(w.Name);
+                var after = await ApplyValidatedAsync(w);
+                var change = before is null ? ApplyResult.Types.Change.Created
+                    : before.Revision == after.Revision ? ApplyResult.Types.Change.Unchanged : ApplyResult.Types.Change.Configured;
+                return new ApplyResult { Name = w.Name, Workload = after, Change = change };
+            }
+            catch (PlatformException e)
+            {
+                return new ApplyResult { Name = w.Name, Code = (int)e.StatusCode, Message = e.Message };
+            }
+        }));
+        return new ApplyWorkloadsResponse { Results = { results } };
     }
 
     public override async Task<DeleteWorkloadResponse> DeleteWorkload(DeleteWorkloadRequest request, ServerCallContext context)

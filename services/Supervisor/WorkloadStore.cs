@@ -49,30 +49,82 @@ public sealed class WorkloadStore : IDisposable
     /// <summary>The next revision (a workload's revision grows with every stored change).</summary>
     public long NextRevision() => Interlocked.Increment(ref _revision);
 
-    /// <summary>Stores a workload and, in the same transaction, lines of its history.</summary>
+    /// <summary>A Put waiting for its commit: made by whichever caller holds the connection next.</summary>
+    private sealed class PendingPut(WorkloadRecord record, IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? history)
+    {
+        public WorkloadRecord Record { get; } = record;
+        public IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? History { get; } = history;
+        public bool Done; // guarded by _lock
+        public Exception? Error;
+    }
+
+    private readonly List<PendingPut> _pending = []; // guarded by itself
+    private int _commits;
+
+    /// <summary>Puts waiting for a commit right now.</summary>
+    internal int Waiting
+    {
+        get { lock (_pending) return _pending.Count; }
+    }
+
+    /// <summary>Transactions committed by Put since the start (a group commit makes one of several Puts).</summary>
+    public int Commits => Volatile.Read(ref _commits);
+
+    /// <summary>
+    /// Stores a workload and, in the same transaction, lines of its history; returns once committed. Puts made at the
+    /// same time share one transaction (a group commit, as the registry's): each joins the queue, and whichever
+    /// caller gets the connection commits every queued Put at once, so a burst of applies costs a few commits rather
+    /// than one each. A Put's caller never returns before its own write is committed, or fails with the commit's error.
+    /// </summary>
     public void Put(WorkloadRecord record, IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? history = null)
     {
+        var mine = new PendingPut(record, history);
+        lock (_pending) _pending.Add(mine);
         lock (_lock)
         {
-            using var transaction = _connection.BeginTransaction();
-            foreach (var (generation, time, what, detail) in history ?? [])
-                AddHistoryLocked(record.Workload.Name, generation, time, what, detail);
-            using var command = _connection.CreateCommand();
-            command.CommandText = """
-                INSERT INTO workloads (name, data, restart, lifecycle, previous_attempt, revision)
-                VALUES ($name, $data, $restart, $lifecycle, $previous, $revision)
-                ON CONFLICT (name) DO UPDATE SET data = excluded.data, restart = excluded.restart,
-                    lifecycle = excluded.lifecycle, previous_attempt = excluded.previous_attempt, revision = excluded.revision
-                """;
-            command.Parameters.AddWithValue("$name", record.Workload.Name);
-            command.Parameters.AddWithValue("$data", record.Workload.ToByteArray());
-            command.Parameters.AddWithValue("$restart", Serialize(record.Restart));
-            command.Parameters.AddWithValue("$lifecycle", record.LifecycleContext);
-            command.Parameters.AddWithValue("$previous", (object?)record.PreviousAttempt ?? DBNull.Value);
-            command.Parameters.AddWithValue("$revision", record.Workload.Revision);
-            command.ExecuteNonQuery();
-            transaction.Commit();
+            if (!mine.Done)
+            {
+                PendingPut[] batch;
+                lock (_pending)
+                {
+                    batch = [.. _pending];
+                    _pending.Clear();
+                }
+                try
+                {
+                    using var transaction = _connection.BeginTransaction();
+                    foreach (var put in batch) PutLocked(put.Record, put.History);
+                    transaction.Commit();
+                    _commits++;
+                }
+                catch (Exception e)
+                {
+                    foreach (var put in batch) put.Error = e; // every Put of the batch fails with it, none is lost
+                }
+                foreach (var put in batch) put.Done = true;
+            }
         }
+        if (mine.Error is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+    }
+
+    private void PutLocked(WorkloadRecord record, IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? history)
+    {
+        foreach (var (generation, time, what, detail) in history ?? [])
+            AddHistoryLocked(record.Workload.Name, generation, time, what, detail);
+        using var command = _connection.CreateCommand();
+        command.CommandText = """
+            INSERT INTO workloads (name, data, restart, lifecycle, previous_attempt, revision)
+            VALUES ($name, $data, $restart, $lifecycle, $previous, $revision)
+            ON CONFLICT (name) DO UPDATE SET data = excluded.data, restart = excluded.restart,
+                lifecycle = excluded.lifecycle, previous_attempt = excluded.previous_attempt, revision = excluded.revision
+            """;
+        command.Parameters.AddWithValue("$name", record.Workload.Name);
+        command.Parameters.AddWithValue("$data", record.Workload.ToByteArray());
+        command.Parameters.AddWithValue("$restart", Serialize(record.Restart));
+        command.Parameters.AddWithValue("$lifecycle", record.LifecycleContext);
+        command.Parameters.AddWithValue("$previous", (object?)record.PreviousAttempt ?? DBNull.Value);
+        command.Parameters.AddWithValue("$revision", record.Workload.Revision);
+        command.ExecuteNonQuery();
     }
 
     public void Delete(string name)

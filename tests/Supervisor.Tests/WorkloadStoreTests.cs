@@ -29,6 +29,43 @@ public sealed class WorkloadStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Puts_made_while_a_commit_is_under_way_share_the_next_one_and_each_returns_once_it_is_durable()
+    {
+        using var store = new WorkloadStore(Path);
+        store.Put(Record(RestartState.Initial));
+        var before = store.Commits;
+        // Another connection holds the file's write lock: the first Put takes the store's connection and waits on
+        // SQLite's busy timeout; the 19 made meanwhile queue up behind it.
+        using var other = new SqliteConnection($"Data Source={Path};Pooling=False");
+        other.Open();
+        using (var hold = other.CreateCommand())
+        {
+            hold.CommandText = "BEGIN IMMEDIATE";
+            hold.ExecuteNonQuery();
+        }
+        var puts = Enumerable.Range(0, 20).Select(i => Task.Factory.StartNew(() =>
+        {
+            store.Put(new WorkloadRecord(new Workload { Name = $"w{i:00}", Revision = i + 1 }, RestartState.Initial, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", null),
+                [(1, T0, "started", $"put {i}")]);
+        }, TaskCreationOptions.LongRunning)).ToList();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (store.Waiting < 19 && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(10);
+        Assert.Equal(19, store.Waiting);
+        Assert.All(puts, p => Assert.False(p.IsCompleted)); // none returns before its write is committed
+        using (var release = other.CreateCommand())
+        {
+            release.CommandText = "COMMIT";
+            release.ExecuteNonQuery();
+        }
+        await Task.WhenAll(puts).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(2, store.Commits - before); // the first Put's own, then one for the other 19
+        using var reopened = new WorkloadStore(Path);
+        Assert.Equal(21, reopened.LoadAll().Count);
+        Assert.Equal("put 7", Assert.Single(reopened.History("w07", 0, 10)).Detail);
+    }
+
+    [Fact]
     public void The_restart_state_is_stored_as_json_with_a_version()
     {
         using (var store = new WorkloadStore(Path)) store.Put(Record(Backing));
