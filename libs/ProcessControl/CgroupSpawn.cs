@@ -37,18 +37,17 @@ internal static unsafe class CgroupSpawn
     }
 
     /// <summary>Starts <paramref name="path"/> in the cgroup open as <paramref name="cgroupFd"/>, in a new session, with
-    /// <paramref name="stdio"/> as its descriptors 0-2 and default signal dispositions. Returns 0 with the pid, or an
-    /// errno; null when the kernel cannot do it (the caller falls back to the gate, and so does every later spawn).</summary>
+    /// <paramref name="stdio"/> as its descriptors 0-2 and default signal dispositions. Returns 0 with the pid, or the
+    /// errno of a program that could not be started; null when clone3 failed and nothing was started: the caller then
+    /// takes the gate, whose move into the group says what is wrong with it (EBUSY, EACCES). A kernel without
+    /// clone3's cgroup placement is not asked again.</summary>
     public static int? TryStart(byte* path, byte** argv, byte** envp, int cgroupFd, int* stdio, byte* cwd, out int pid)
     {
         int child;
         var rc = Spawn(path, argv, envp, cgroupFd, stdio, cwd, &child);
         pid = rc == 0 ? child : 0;
-        if (rc is ENOSYS or EINVAL or E2BIG or EOPNOTSUPP)
-        {
-            _refused = true;
-            return null;
-        }
-        return rc;
+        if (rc >= 0) return rc;
+        if (-rc is ENOSYS or EINVAL or E2BIG or EOPNOTSUPP) _refused = true;
+        return null;
     }
 }

@@ -90,8 +90,8 @@ static long clone3_call(struct clone_args_v2 *args, struct child_args *child)
     return ret;
 }
 
-// Returns 0 with *pid set, or an errno: ENOSYS, EINVAL or E2BIG when the kernel cannot do it (the caller falls
-// back), another one when the program could not be started (nothing is left running then).
+// Returns 0 with *pid set; -errno when clone3 itself failed (nothing was started: the kernel cannot do it, or the
+// group refuses a new member), errno when the program could not be started (the child has exited).
 int platform_spawn(const char *path, char *const argv[], char *const envp[], int cgroup_fd, const int stdio[3],
                    const char *cwd, int *pid)
 {
@@ -111,7 +111,7 @@ int platform_spawn(const char *path, char *const argv[], char *const envp[], int
     pthread_sigmask(SIG_SETMASK, &all, &old);
     long ret = clone3_call(&args, &child);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (ret < 0) return (int)-ret;
+    if (ret < 0) return (int)ret;
     if (child.error) return child.error; // exited: reaped like any child of ours
     *pid = (int)ret;
     return 0;
@@ -123,7 +123,7 @@ int platform_spawn(const char *path, char *const argv[], char *const envp[], int
                    const char *cwd, int *pid)
 {
     (void)path; (void)argv; (void)envp; (void)cgroup_fd; (void)stdio; (void)cwd; (void)pid;
-    return ENOSYS;
+    return -ENOSYS;
 }
 
 #endif
