@@ -40,7 +40,10 @@ public static class Extensions
         // Service discovery for every outgoing client. The standard resilience handler is not added here: its
         // attempt timeout would cut long-lived gRPC streams (docs/architecture.md §6); plain HTTP clients opt in with
         // AddPlatformHttpClient, gRPC clients get retries from their service config (AddPlatformGrpcClient).
-        builder.Services.ConfigureHttpClientDefaults(http => http.AddServiceDiscovery());
+        // Without HttpClientFactory's request logging: its handlers open a logging scope per call (a cost on every gRPC
+        // call between the services), and the lines they write are Information, which the services' configuration
+        // silences anyway ("System.Net.Http.HttpClient": "Warning").
+        builder.Services.ConfigureHttpClientDefaults(http => http.AddServiceDiscovery().RemoveAllLoggers());
 
         builder.Services.AddSingleton<PlatformTokens>();
         builder.Services.AddSingleton<WatcherLimit>();
