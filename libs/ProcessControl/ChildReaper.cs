@@ -145,32 +145,14 @@ public sealed unsafe class ChildReaper : IDisposable
         var executable = Resolve(request.Executable, request.Environment);
         if (request.Cgroup is { } group && !hold && !request.ThroughGate && CgroupSpawn.Available && StartInCgroup(request, executable, group) is { } direct)
             return (direct, -1);
-        var stdoutPipe = new int[] { -1, -1 };
-        var stderrPipe = new int[] { -1, -1 };
-        var stdinPipe = new int[] { -1, -1 };
+        var pipes = new StdioPipes();
         var gate = new int[] { -1, -1 };
-        var allocations = new List<nint>();
+        using var strings = new NativeStrings();
         var attr = NativeMemory.AllocZeroed(Native.SpawnAttrSize);
         var actions = NativeMemory.AllocZeroed(Native.FileActionsSize);
         var sigset = NativeMemory.AllocZeroed(Native.SigSetSize);
         try
         {
-            byte* Utf8(string s)
-            {
-                var p = Marshal.StringToCoTaskMemUTF8(s);
-                allocations.Add(p);
-                return (byte*)p;
-            }
-
-            byte** Array(IReadOnlyList<string> items)
-            {
-                var p = (byte**)Marshal.AllocCoTaskMem((items.Count + 1) * sizeof(nint));
-                allocations.Add((nint)p);
-                for (var i = 0; i < items.Count; i++) p[i] = Utf8(items[i]);
-                p[items.Count] = null;
-                return p;
-            }
-
             Check(Native.posix_spawnattr_init(attr), "posix_spawnattr_init");
             Check(Native.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init");
             // New session and process group; an empty signal mask and default dispositions (the runtime ignores
@@ -185,18 +167,18 @@ public sealed unsafe class ChildReaper : IDisposable
 
             if (request.StdinPipe)
             {
-                fixed (int* fds = stdinPipe)
+                fixed (int* fds = pipes.Stdin)
                 {
                     if (Native.pipe2(fds, Native.O_CLOEXEC) != 0)
                         throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
                 }
-                Check(Native.posix_spawn_file_actions_adddup2(actions, stdinPipe[0], 0), "stdin pipe");
+                Check(Native.posix_spawn_file_actions_adddup2(actions, pipes.Stdin[0], 0), "stdin pipe");
             }
-            else Check(Native.posix_spawn_file_actions_addopen(actions, 0, Utf8("/dev/null"), Native.O_RDONLY, 0), "stdin");
-            AddStdio(actions, 1, request.Stdout ?? StdioTarget.Null, stdoutPipe, Utf8);
-            AddStdio(actions, 2, request.Stderr ?? StdioTarget.Null, stderrPipe, Utf8);
+            else Check(Native.posix_spawn_file_actions_addopen(actions, 0, strings.Utf8("/dev/null"), Native.O_RDONLY, 0), "stdin");
+            AddStdio(actions, 1, request.Stdout ?? StdioTarget.Null, pipes.Stdout, strings.Utf8);
+            AddStdio(actions, 2, request.Stderr ?? StdioTarget.Null, pipes.Stderr, strings.Utf8);
             if (request.WorkingDirectory is { } cwd)
-                Check(Native.posix_spawn_file_actions_addchdir_np(actions, Utf8(cwd)), "addchdir");
+                Check(Native.posix_spawn_file_actions_addchdir_np(actions, strings.Utf8(cwd)), "addchdir");
 
             List<string> arguments = [request.Executable, .. request.Arguments];
             if (request.Cgroup is not null)
@@ -218,32 +200,18 @@ public sealed unsafe class ChildReaper : IDisposable
                 arguments = ["/bin/sh", "-c", GateScript(request.Environment.ContainsKey("PWD")), executable, .. request.Arguments];
                 executable = "/bin/sh";
             }
-            var argv = Array(arguments);
-            var envp = Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
-            var path = Utf8(executable);
+            var argv = strings.Array(arguments);
+            var envp = strings.Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
+            var path = strings.Utf8(executable);
 
-            int pid;
             var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
-            // Not under the lock: posix_spawn suspends the calling thread until the child has exec'd, and spawns on
-            // several threads overlap.
-            // While a spawn has no waiter yet, exits nobody claims are kept however old (see Reap): a spawning thread
-            // descheduled past UnclaimedFor would otherwise find its child's exit dropped and wait for ever.
-            lock (_lock) _spawning++;
-            int rc;
-            try
+            var rc = Spawn((out int child) =>
             {
-                rc = Native.posix_spawn(&pid, path, actions, attr, argv, envp);
-                if (rc == 0)
-                    lock (_lock)
-                    {
-                        if (_unclaimed.Remove(pid, out var early)) tcs.TrySetResult(early.Status); // it already exited
-                        else _waiters[pid] = tcs;
-                    }
-            }
-            finally
-            {
-                lock (_lock) _spawning--;
-            }
+                int spawned;
+                var result = Native.posix_spawn(&spawned, path, actions, attr, argv, envp);
+                child = spawned;
+                return result;
+            }, tcs, out var pid)!.Value;
             if (rc != 0) throw new SpawnException(rc, $"cannot start {request.Executable}: {Native.Error(rc)}");
             _childAdded.Set();
             var held = -1;
@@ -254,29 +222,22 @@ public sealed unsafe class ChildReaper : IDisposable
                 else Release(pid, gate[1]);
             }
 
-            var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
-            return (new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe), WriteEnd(stdinPipe)), held);
+            return (pipes.Process(pid, tcs.Task), held);
         }
         catch
         {
-            CloseBoth(stdoutPipe);
-            CloseBoth(stderrPipe);
-            CloseBoth(stdinPipe);
+            pipes.CloseAll();
             throw;
         }
         finally
         {
             CloseBoth(gate);
-            // The parent's copies of the pipes' write ends: only the child holds them now.
-            if (stdoutPipe[1] >= 0) Native.close(stdoutPipe[1]);
-            if (stderrPipe[1] >= 0) Native.close(stderrPipe[1]);
-            if (stdinPipe[0] >= 0) Native.close(stdinPipe[0]);
+            pipes.CloseChildEnds();
             Native.posix_spawn_file_actions_destroy(actions);
             Native.posix_spawnattr_destroy(attr);
             NativeMemory.Free(attr);
             NativeMemory.Free(actions);
             NativeMemory.Free(sigset);
-            foreach (var p in allocations) Marshal.FreeCoTaskMem(p);
         }
     }
 
@@ -287,29 +248,11 @@ public sealed unsafe class ChildReaper : IDisposable
     /// </summary>
     private SpawnedProcess? StartInCgroup(SpawnRequest request, string executable, string cgroup)
     {
-        var stdoutPipe = new int[] { -1, -1 };
-        var stderrPipe = new int[] { -1, -1 };
-        var stdinPipe = new int[] { -1, -1 };
+        var pipes = new StdioPipes();
         var opened = new List<int>();
-        var allocations = new List<nint>();
+        using var strings = new NativeStrings();
         try
         {
-            byte* Utf8(string s)
-            {
-                var p = Marshal.StringToCoTaskMemUTF8(s);
-                allocations.Add(p);
-                return (byte*)p;
-            }
-
-            byte** Array(IReadOnlyList<string> items)
-            {
-                var p = (byte**)Marshal.AllocCoTaskMem((items.Count + 1) * sizeof(nint));
-                allocations.Add((nint)p);
-                for (var i = 0; i < items.Count; i++) p[i] = Utf8(items[i]);
-                p[items.Count] = null;
-                return p;
-            }
-
             int Open(string path, int flags, string what)
             {
                 var fd = Native.open(path, flags | Native.O_CLOEXEC, 0x1A4 /* 0644 */);
@@ -336,63 +279,96 @@ public sealed unsafe class ChildReaper : IDisposable
             int stdin;
             if (request.StdinPipe)
             {
-                fixed (int* fds = stdinPipe)
+                fixed (int* fds = pipes.Stdin)
                 {
                     if (Native.pipe2(fds, Native.O_CLOEXEC) != 0) throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
                 }
-                stdin = stdinPipe[0];
+                stdin = pipes.Stdin[0];
             }
             else stdin = Open("/dev/null", Native.O_RDONLY, "stdin");
-            var stdio = stackalloc int[] { stdin, Output(request.Stdout ?? StdioTarget.Null, stdoutPipe), Output(request.Stderr ?? StdioTarget.Null, stderrPipe) };
-            var argv = Array([request.Executable, .. request.Arguments]);
-            var envp = Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
-            var cwd = request.WorkingDirectory is { } directory ? Utf8(directory) : null;
+            var stdio = stackalloc int[] { stdin, Output(request.Stdout ?? StdioTarget.Null, pipes.Stdout), Output(request.Stderr ?? StdioTarget.Null, pipes.Stderr) };
+            var argv = strings.Array([request.Executable, .. request.Arguments]);
+            var envp = strings.Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
+            var cwd = request.WorkingDirectory is { } directory ? strings.Utf8(directory) : null;
 
             var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
-            int? rc;
-            int pid;
-            lock (_lock) _spawning++; // see Start
-            try
-            {
-                rc = CgroupSpawn.TryStart(Utf8(executable), argv, envp, group, stdio, cwd, out pid);
-                if (rc == 0)
-                    lock (_lock)
-                    {
-                        if (_unclaimed.Remove(pid, out var early)) tcs.TrySetResult(early.Status);
-                        else _waiters[pid] = tcs;
-                    }
-            }
-            finally
-            {
-                lock (_lock) _spawning--;
-            }
+            var path = strings.Utf8(executable);
+            var rc = Spawn((out int child) => CgroupSpawn.TryStart(path, argv, envp, group, stdio, cwd, out child), tcs, out var pid);
             if (rc is null)
             {
-                CloseBoth(stdoutPipe);
-                CloseBoth(stderrPipe);
-                CloseBoth(stdinPipe);
+                pipes.CloseAll();
                 return null;
             }
             if (rc != 0) throw new SpawnException(rc.Value, $"cannot start {request.Executable}: {Native.Error(rc.Value)}");
             _childAdded.Set();
-            var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
-            return new SpawnedProcess(identity, tcs.Task, ReadEnd(stdoutPipe), ReadEnd(stderrPipe), WriteEnd(stdinPipe));
+            return pipes.Process(pid, tcs.Task);
         }
         catch
         {
-            CloseBoth(stdoutPipe);
-            CloseBoth(stderrPipe);
-            CloseBoth(stdinPipe);
+            pipes.CloseAll();
             throw;
         }
         finally
         {
             foreach (var fd in opened) Native.close(fd);
-            // The parent's copies of the ends the child holds.
-            if (stdoutPipe[1] >= 0) Native.close(stdoutPipe[1]);
-            if (stderrPipe[1] >= 0) Native.close(stderrPipe[1]);
-            if (stdinPipe[0] >= 0) Native.close(stdinPipe[0]);
-            foreach (var p in allocations) Marshal.FreeCoTaskMem(p);
+            pipes.CloseChildEnds();
+        }
+    }
+
+    private delegate int? SpawnCall(out int pid);
+
+    /// <summary>
+    /// Makes a spawn call and, when it started a child, gives the child's exit its waiter; returns the call's result.
+    /// Not under the lock: the call suspends the calling thread until the child has exec'd, and spawns on several
+    /// threads overlap. While a spawn has no waiter yet, exits nobody claims are kept however old (see Reap): a
+    /// spawning thread descheduled past UnclaimedFor would otherwise find its child's exit dropped and wait for ever.
+    /// </summary>
+    private int? Spawn(SpawnCall call, TaskCompletionSource<ExitStatus> exited, out int pid)
+    {
+        lock (_lock) _spawning++;
+        try
+        {
+            var rc = call(out pid);
+            if (rc == 0)
+                lock (_lock)
+                {
+                    if (_unclaimed.Remove(pid, out var early)) exited.TrySetResult(early.Status); // it already exited
+                    else _waiters[pid] = exited;
+                }
+            return rc;
+        }
+        finally
+        {
+            lock (_lock) _spawning--;
+        }
+    }
+
+    /// <summary>Native UTF-8 copies of a spawn's strings and arrays, freed together.</summary>
+    private sealed class NativeStrings : IDisposable
+    {
+        private readonly List<nint> _allocations = [];
+
+        public byte* Utf8(string s)
+        {
+            var p = Marshal.StringToCoTaskMemUTF8(s);
+            _allocations.Add(p);
+            return (byte*)p;
+        }
+
+        /// <summary>A NULL-terminated array of strings (argv, envp).</summary>
+        public byte** Array(IReadOnlyList<string> items)
+        {
+            var p = (byte**)Marshal.AllocCoTaskMem((items.Count + 1) * sizeof(nint));
+            _allocations.Add((nint)p);
+            for (var i = 0; i < items.Count; i++) p[i] = Utf8(items[i]);
+            p[items.Count] = null;
+            return p;
+        }
+
+        public void Dispose()
+        {
+            foreach (var p in _allocations) Marshal.FreeCoTaskMem(p);
+            _allocations.Clear();
         }
     }
 
@@ -483,6 +459,40 @@ public sealed unsafe class ChildReaper : IDisposable
         var handle = new SafeFileHandle(pipe[1], ownsHandle: true);
         pipe[1] = -1;
         return new FileStream(handle, FileAccess.Write, bufferSize: 0);
+    }
+
+    /// <summary>A spawn's pipes (each end -1 until made): the child gets stdin's read end and the others' write ends,
+    /// the parent keeps the rest as the process's streams.</summary>
+    private sealed class StdioPipes
+    {
+        public readonly int[] Stdin = [-1, -1];
+        public readonly int[] Stdout = [-1, -1];
+        public readonly int[] Stderr = [-1, -1];
+
+        /// <summary>The spawn failed: every end goes.</summary>
+        public void CloseAll()
+        {
+            CloseBoth(Stdin);
+            CloseBoth(Stdout);
+            CloseBoth(Stderr);
+        }
+
+        /// <summary>The parent's copies of the ends only the child uses.</summary>
+        public void CloseChildEnds()
+        {
+            foreach (var (pipe, end) in new[] { (Stdin, 0), (Stdout, 1), (Stderr, 1) })
+            {
+                if (pipe[end] >= 0) Native.close(pipe[end]);
+                pipe[end] = -1;
+            }
+        }
+
+        /// <summary>The started process, with the parent's ends as its streams (they are its now).</summary>
+        public SpawnedProcess Process(int pid, Task<ExitStatus> exited)
+        {
+            var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
+            return new SpawnedProcess(identity, exited, ReadEnd(Stdout), ReadEnd(Stderr), WriteEnd(Stdin));
+        }
     }
 
     private static void CloseBoth(int[] pipe)
