@@ -167,11 +167,7 @@ public sealed unsafe class ChildReaper : IDisposable
 
             if (request.StdinPipe)
             {
-                fixed (int* fds = pipes.Stdin)
-                {
-                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0)
-                        throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
-                }
+                MakePipe(pipes.Stdin);
                 Check(Native.posix_spawn_file_actions_adddup2(actions, pipes.Stdin[0], 0), "stdin pipe");
             }
             else Check(Native.posix_spawn_file_actions_addopen(actions, 0, strings.Utf8("/dev/null"), Native.O_RDONLY, 0), "stdin");
@@ -191,17 +187,13 @@ public sealed unsafe class ChildReaper : IDisposable
                     var errno = Marshal.GetLastPInvokeError();
                     throw new SpawnException(errno, $"cannot start {request.Executable}: {Native.Error(errno)}");
                 }
-                fixed (int* fds = gate)
-                {
-                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0)
-                        throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
-                }
+                MakePipe(gate);
                 Check(Native.posix_spawn_file_actions_adddup2(actions, gate[0], GateFd), "gate pipe");
                 arguments = ["/bin/sh", "-c", GateScript(request.Environment.ContainsKey("PWD")), executable, .. request.Arguments];
                 executable = "/bin/sh";
             }
             var argv = strings.Array(arguments);
-            var envp = strings.Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
+            var envp = strings.Environment(request.Environment);
             var path = strings.Utf8(executable);
 
             var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -268,10 +260,7 @@ public sealed unsafe class ChildReaper : IDisposable
             int Output(StdioTarget target, int[] pipe)
             {
                 if (target is StdioTarget.FileTarget file) return Open(file.Path, Native.O_WRONLY | Native.O_CREAT | Native.O_APPEND, "the output file");
-                fixed (int* fds = pipe)
-                {
-                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0) throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
-                }
+                MakePipe(pipe);
                 return pipe[1];
             }
 
@@ -279,16 +268,13 @@ public sealed unsafe class ChildReaper : IDisposable
             int stdin;
             if (request.StdinPipe)
             {
-                fixed (int* fds = pipes.Stdin)
-                {
-                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0) throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
-                }
+                MakePipe(pipes.Stdin);
                 stdin = pipes.Stdin[0];
             }
             else stdin = Open("/dev/null", Native.O_RDONLY, "stdin");
             var stdio = stackalloc int[] { stdin, Output(request.Stdout ?? StdioTarget.Null, pipes.Stdout), Output(request.Stderr ?? StdioTarget.Null, pipes.Stderr) };
             var argv = strings.Array([request.Executable, .. request.Arguments]);
-            var envp = strings.Array(request.Environment.Select(kv => $"{kv.Key}={kv.Value}").ToList());
+            var envp = strings.Environment(request.Environment);
             var cwd = request.WorkingDirectory is { } directory ? strings.Utf8(directory) : null;
 
             var tcs = new TaskCompletionSource<ExitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -365,6 +351,10 @@ public sealed unsafe class ChildReaper : IDisposable
             return p;
         }
 
+        /// <summary>An environment as envp: NAME=value strings.</summary>
+        public byte** Environment(IReadOnlyDictionary<string, string> environment) =>
+            Array([.. environment.Select(kv => $"{kv.Key}={kv.Value}")]);
+
         public void Dispose()
         {
             foreach (var p in _allocations) Marshal.FreeCoTaskMem(p);
@@ -435,11 +425,7 @@ public sealed unsafe class ChildReaper : IDisposable
                 Check(Native.posix_spawn_file_actions_addopen(actions, fd, utf8(file.Path), Native.O_WRONLY | Native.O_CREAT | Native.O_APPEND, 0x1A4 /* 0644 */), "stdio file");
                 break;
             case StdioTarget.PipeTarget:
-                fixed (int* fds = pipe)
-                {
-                    if (Native.pipe2(fds, Native.O_CLOEXEC) != 0)
-                        throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
-                }
+                MakePipe(pipe);
                 Check(Native.posix_spawn_file_actions_adddup2(actions, pipe[1], fd), "stdio pipe");
                 break;
         }
@@ -492,6 +478,15 @@ public sealed unsafe class ChildReaper : IDisposable
         {
             var identity = ProcFs.ReadStat(pid) is { } stat ? new ProcessIdentity(pid, stat.StartTime) : new ProcessIdentity(pid, 0);
             return new SpawnedProcess(identity, exited, ReadEnd(Stdout), ReadEnd(Stderr), WriteEnd(Stdin));
+        }
+    }
+
+    /// <summary>A close-on-exec pipe, its two ends put in <paramref name="pipe"/>.</summary>
+    private static void MakePipe(int[] pipe)
+    {
+        fixed (int* fds = pipe)
+        {
+            if (Native.pipe2(fds, Native.O_CLOEXEC) != 0) throw new SpawnException(Marshal.GetLastPInvokeError(), "pipe2 failed");
         }
     }
 

@@ -5,6 +5,7 @@ using Google.Protobuf;
 using Microsoft.Data.Sqlite;
 using Platform.Restarts;
 using Platform.Supervisor.V1;
+using HistoryLines = System.Collections.Generic.IReadOnlyList<(long Generation, System.DateTimeOffset Time, string Event, string Detail)>;
 
 namespace Platform.Supervisor;
 
@@ -50,10 +51,10 @@ public sealed class WorkloadStore : IDisposable
     public long NextRevision() => Interlocked.Increment(ref _revision);
 
     /// <summary>A Put waiting for its commit: made by whichever caller holds the connection next.</summary>
-    private sealed class PendingPut(WorkloadRecord record, IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? history)
+    private sealed class PendingPut(WorkloadRecord record, HistoryLines? history)
     {
-        public WorkloadRecord Record { get; } = record;
-        public IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? History { get; } = history;
+        public readonly WorkloadRecord Record = record;
+        public readonly HistoryLines? History = history;
         public bool Done; // guarded by _lock
         public Exception? Error;
     }
@@ -76,7 +77,7 @@ public sealed class WorkloadStore : IDisposable
     /// caller gets the connection commits every queued Put at once, so a burst of applies costs a few commits rather
     /// than one each. A Put's caller never returns before its own write is committed, or fails with the commit's error.
     /// </summary>
-    public void Put(WorkloadRecord record, IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? history = null)
+    public void Put(WorkloadRecord record, HistoryLines? history = null)
     {
         var mine = new PendingPut(record, history);
         lock (_pending) _pending.Add(mine);
@@ -107,7 +108,7 @@ public sealed class WorkloadStore : IDisposable
         if (mine.Error is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
     }
 
-    private void PutLocked(WorkloadRecord record, IReadOnlyList<(long Generation, DateTimeOffset Time, string Event, string Detail)>? history)
+    private void PutLocked(WorkloadRecord record, HistoryLines? history)
     {
         foreach (var (generation, time, what, detail) in history ?? [])
             AddHistoryLocked(record.Workload.Name, generation, time, what, detail);
