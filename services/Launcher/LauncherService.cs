@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
@@ -22,6 +23,48 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
         using var slot = instances.EnterLaunch(options.CurrentValue.MaxLaunchesInFlight);
         return await instances.LaunchAsync(launch);
     }
+
+    /// <summary>The most launches one <see cref="LaunchBatch"/> call may carry.</summary>
+    public const int MaxBatch = 1000;
+
+    /// <summary>Many launches in one call, each as <see cref="Launch"/> would make it and all at once; one result per
+    /// item, in order, a refused one among them leaving the others alone.</summary>
+    public override async Task<LaunchBatchResponse> LaunchBatch(LaunchBatchRequest request, ServerCallContext context)
+    {
+        if (request.Items.Count == 0) throw PlatformException.Invalid("items", "is empty: give at least one launch");
+        if (request.Items.Count > MaxBatch)
+            throw PlatformException.Invalid("items", $"has {request.Items.Count} launches; at most {MaxBatch} go in one call");
+        var results = await Task.WhenAll(request.Items.Select(async item =>
+        {
+            try
+            {
+                if (item.Request is null) throw PlatformException.Invalid("request", "is missing");
+                var launch = LaunchValidation.Resolve(item.Request, options.CurrentValue) with
+                {
+                    TraceParent = item.Traceparent.Length > 0 ? item.Traceparent : null,
+                    TraceState = item.Tracestate.Length > 0 ? item.Tracestate : null,
+                };
+                // Each launch its own span in its caller's trace, as Launch's server span is: the child continues it.
+                Activity.Current = null; // not under the batch call's own span: each launch belongs to its caller's trace
+                using var span = launch.TraceParent is not null && ActivityContext.TryParse(launch.TraceParent, launch.TraceState, out var parent)
+                    ? Source.StartActivity("launcher.launch", ActivityKind.Server, parent, [new("workload", launch.Workload)])
+                    : null;
+                using var slot = instances.EnterLaunch(options.CurrentValue.MaxLaunchesInFlight);
+                return new LaunchResult { Instance = await instances.LaunchAsync(launch) };
+            }
+            catch (PlatformException e)
+            {
+                return new LaunchResult { Code = (int)e.StatusCode, Message = e.Message };
+            }
+            catch (RpcException e)
+            {
+                return new LaunchResult { Code = (int)e.StatusCode, Message = e.Status.Detail };
+            }
+        }));
+        return new LaunchBatchResponse { Results = { results } };
+    }
+
+    private static readonly ActivitySource Source = new("Platform.Launcher");
 
     public override Task<Instance> StopInstance(StopInstanceRequest request, ServerCallContext context)
     {

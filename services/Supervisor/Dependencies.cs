@@ -49,22 +49,23 @@ public sealed class Dependencies : IHealthCheck
     /// (lost, or not registered yet).</summary>
     public Task<T> CallLauncherAsync<T>(string node, Func<Launcher.V1.Launcher.LauncherClient, CancellationToken, Task<T>> call, CancellationToken cancellationToken)
     {
-        if (Nodes.Get(node) is not { } client)
-            throw new RpcException(new Status(StatusCode.Unavailable, $"node '{node}' is not registered (lost, or not back yet)"));
+        var client = Node(node);
         return client.Pipeline.ExecuteAsync(async ct => await call(client.Client, ct), cancellationToken).AsTask();
     }
 
     /// <summary>
-    /// A launch, after waiting for one of <see cref="SupervisorOptions.MaxLaunchesInFlight"/> places: many workloads
-    /// applied at once start as fast as the Launcher takes them, instead of running into its own limit
-    /// (RESOURCE_EXHAUSTED) and failing their applies.
+    /// A launch on <paramref name="node"/>, after waiting for one of <see cref="SupervisorOptions.MaxLaunchesInFlight"/>
+    /// places: many workloads applied at once start as fast as the Launcher takes them, instead of running into its own
+    /// limit (RESOURCE_EXHAUSTED) and failing their applies. Launches made at the same time go to the node together
+    /// (<see cref="LaunchBatcher"/>); <paramref name="traceParent"/> is the trace context the child continues, and
+    /// <paramref name="span"/> the caller's span of it, when recorded.
     /// </summary>
-    public async Task<T> LaunchAsync<T>(string node, Func<Launcher.V1.Launcher.LauncherClient, CancellationToken, Task<T>> call, CancellationToken cancellationToken)
+    public async Task<Launcher.V1.Instance> LaunchAsync(string node, Launcher.V1.LaunchRequest request, System.Diagnostics.Activity? span, string? traceParent, DateTime deadline, CancellationToken cancellationToken)
     {
         await _launches.WaitAsync(cancellationToken);
         try
         {
-            return await CallLauncherAsync(node, call, cancellationToken);
+            return await Node(node).Launches.LaunchAsync(request, span, traceParent, deadline, cancellationToken);
         }
         finally
         {
@@ -73,6 +74,9 @@ public sealed class Dependencies : IHealthCheck
     }
 
     private readonly SemaphoreSlim _launches;
+
+    private NodeClient Node(string node) =>
+        Nodes.Get(node) ?? throw new RpcException(new Status(StatusCode.Unavailable, $"node '{node}' is not registered (lost, or not back yet)"));
 
     public Task<T> CallMonitorAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken) =>
         _monitorPipeline.ExecuteAsync(async ct => await call(ct), cancellationToken).AsTask();

@@ -21,6 +21,7 @@ public sealed class NodeClient
         Client = client;
         Channel = channel;
         Pipeline = Dependencies.Breaker(BreakerState, time);
+        Launches = new LaunchBatcher(this);
     }
 
     public string Name { get; }
@@ -31,6 +32,9 @@ public sealed class NodeClient
     public GrpcChannel? Channel { get; }
     public CircuitBreakerStateProvider BreakerState { get; } = new();
     public ResiliencePipeline Pipeline { get; }
+
+    /// <summary>This node's launches, sent in batches.</summary>
+    public LaunchBatcher Launches { get; }
 
     /// <summary>Its instance events are followed and its instances reconciled: it may take new placements.</summary>
     public volatile bool Ready;

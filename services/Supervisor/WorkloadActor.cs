@@ -259,10 +259,9 @@ public sealed class WorkloadActor
                 case Call.Launch l:
                     (span, traceparent) = StartSpan(l.Span);
                     l.Request.Env["TRACEPARENT"] = traceparent;
-                    var headers = new Metadata();
-                    if (span is null) headers.Add("traceparent", traceparent); // no listener: the context by hand
-                    Activity.Current = span;
-                    var launched = await _deps.LaunchAsync(l.Node, (c, ct) => c.LaunchAsync(l.Request, headers, Deadline(), ct).ResponseAsync, token);
+                    // The start span's context travels with the launch (in a batch with others'), and the child
+                    // continues it.
+                    var launched = await _deps.LaunchAsync(l.Node, l.Request, span, traceparent, Deadline(), token);
                     return new CoreEvent.CallResult(Instance: launched, TraceParent: traceparent);
                 case Call.StopInstance s:
                     var request = new StopInstanceRequest { Id = s.Id };

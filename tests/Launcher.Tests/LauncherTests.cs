@@ -177,3 +177,59 @@ public class TraceContextTests : LauncherTestBase
         Assert.Contains("PLATFORM_WORKLOAD=traced", environ);
     }
 }
+
+public class LaunchBatchTests : LauncherTestBase
+{
+    [Fact]
+    public async Task A_batch_starts_each_launch_as_Launch_would_with_its_own_trace_and_its_own_error()
+    {
+        const string first = "4bf92f3577b34da6a3ce929d0e0e4736", second = "0af7651916cd43dd8448eb211c80319c";
+        var request = new LaunchBatchRequest
+        {
+            Items =
+            {
+                new LaunchBatchItem { Request = new LaunchRequest { Template = "sleeper", Workload = "one" }, Traceparent = $"00-{first}-00f067aa0ba902b7-01", Tracestate = "vendor=one" },
+                new LaunchBatchItem { Request = new LaunchRequest { Template = "no-such-template", Workload = "two" }, Traceparent = $"00-{second}-00f067aa0ba902b7-01" },
+                new LaunchBatchItem { Request = new LaunchRequest { Template = "sleeper", Workload = "three", RequestId = "same" }, Traceparent = $"00-{second}-b7ad6b7169203331-01" },
+                new LaunchBatchItem { Request = new LaunchRequest { Template = "sleeper", Workload = "three", RequestId = "same" } },
+                new LaunchBatchItem { Request = new LaunchRequest { Process = new ProcessSpec { Executable = "sleep", Args = { "300" } }, Env = { ["BAD NAME"] = "x" } } },
+            },
+        };
+
+        var response = await Client.LaunchBatchAsync(request);
+
+        Assert.Equal(5, response.Results.Count);
+        var (one, missing, three, again, invalid) = (response.Results[0], response.Results[1], response.Results[2], response.Results[3], response.Results[4]);
+        Assert.Equal(0, one.Code);
+        Assert.Equal("one", one.Instance.Workload);
+        Assert.Equal((int)StatusCode.NotFound, missing.Code);
+        Assert.Contains("no-such-template", missing.Message, StringComparison.Ordinal);
+        Assert.Null(missing.Instance);
+        Assert.Equal((int)StatusCode.InvalidArgument, invalid.Code);
+        Assert.Contains("BAD NAME", invalid.Message, StringComparison.Ordinal);
+        // One request_id twice in a batch: one process, the same instance twice.
+        Assert.Equal(0, three.Code);
+        Assert.Equal(three.Instance.Id, again.Instance.Id);
+        Assert.Equal(three.Instance.Pid, again.Instance.Pid);
+        var running = await Client.ListInstancesAsync(new ListInstancesRequest { State = Instance.Types.State.Running });
+        Assert.Equal(new[] { one.Instance.Id, three.Instance.Id }.Order(StringComparer.Ordinal), running.Instances.Select(i => i.Id).Order(StringComparer.Ordinal));
+
+        // Each child continues its own launch's trace, not the batch call's.
+        var environ = await Platform.Testing.ProcessEnvironment.ReadAsync(one.Instance.Pid);
+        Assert.Matches($"^TRACEPARENT=00-{first}-[0-9a-f]{{16}}-01$", Assert.Single(environ, e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal)));
+        Assert.Contains("TRACESTATE=vendor=one", environ);
+        Assert.Contains($"PLATFORM_INSTANCE_ID={one.Instance.Id}", environ);
+        environ = await Platform.Testing.ProcessEnvironment.ReadAsync(three.Instance.Pid);
+        Assert.Matches($"^TRACEPARENT=00-{second}-[0-9a-f]{{16}}-01$", Assert.Single(environ, e => e.StartsWith("TRACEPARENT=", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task An_empty_batch_and_one_over_the_limit_are_refused_whole()
+    {
+        await AssertStatus(StatusCode.InvalidArgument, Client.LaunchBatchAsync(new LaunchBatchRequest()).ResponseAsync, "at least one launch");
+        var tooMany = new LaunchBatchRequest();
+        for (var i = 0; i <= LauncherService.MaxBatch; i++) tooMany.Items.Add(new LaunchBatchItem { Request = new LaunchRequest { Template = "sleeper" } });
+        await AssertStatus(StatusCode.InvalidArgument, Client.LaunchBatchAsync(tooMany).ResponseAsync, "at most 1000");
+        Assert.Empty((await Client.ListInstancesAsync(new ListInstancesRequest())).Instances);
+    }
+}
