@@ -25,18 +25,55 @@ public sealed class SessionSync(
     private static readonly TimeSpan CallDeadline = TimeSpan.FromSeconds(2);
     private readonly SemaphoreSlim _wake = new(0);
     private volatile string? _lastError;
+    private CallBatcher<RegisterSessionRequest, Session>? _registrations;
+    private volatile bool _singles;
+
+    /// <summary>Registrations before a start, made at the same time by many launches, go to the registry together.</summary>
+    private CallBatcher<RegisterSessionRequest, Session> Registrations =>
+        LazyInitializer.EnsureInitialized(ref _registrations, () => new(RegisterAsync, maxBatch: 1000, maxInFlight: 2));
+
+    /// <summary>One RegisterSessions call for the batch; single RegisterSession calls to a registry without it.</summary>
+    private async Task<BatchOutcome<Session>[]> RegisterAsync(RegisterSessionRequest[] batch)
+    {
+        if (!_singles)
+        {
+            try
+            {
+                var response = await registry.RegisterSessionsAsync(new RegisterSessionsRequest { Requests = { batch } }, deadline: DateTime.UtcNow + CallDeadline);
+                return [.. response.Results.Select(r => r.Code == (int)StatusCode.OK && r.Session is { } session
+                    ? new BatchOutcome<Session>(session, null)
+                    : new BatchOutcome<Session>(null, new RpcException(new Status((StatusCode)r.Code, r.Message))))];
+            }
+            catch (RpcException e) when (e.StatusCode == StatusCode.Unimplemented)
+            {
+                _singles = true; // a registry from before RegisterSessions
+            }
+        }
+        return await Task.WhenAll(batch.Select(async request =>
+        {
+            try
+            {
+                return new BatchOutcome<Session>(await registry.RegisterSessionAsync(request, deadline: DateTime.UtcNow + CallDeadline), null);
+            }
+            catch (Exception e)
+            {
+                return new BatchOutcome<Session>(null, e);
+            }
+        }));
+    }
 
     /// <summary>
     /// Registers a session before the instance starts, so that the child gets PLATFORM_SESSION_ID; only while the
     /// registry is known to be reachable and nothing is queued (a launch never waits on a registry that is down).
-    /// Returns null when it could not; the queued registration after the start then creates the session.
+    /// Registrations made at the same time go in one RegisterSessions call. Returns null when it could not; the
+    /// queued registration after the start then creates the session.
     /// </summary>
     public async Task<string?> TryRegisterNowAsync(string instanceId, string workload, string node, IReadOnlyDictionary<string, string> labels)
     {
         if (_lastError is not null || store.OutboxCount() > 0) return null;
         try
         {
-            var session = await registry.RegisterSessionAsync(new RegisterSessionRequest
+            var session = await Registrations.CallAsync(new RegisterSessionRequest
             {
                 Workload = workload,
                 Instance = instanceId,
@@ -44,7 +81,7 @@ public sealed class SessionSync(
                 Labels = { labels.ToDictionary() },
                 Ttl = Google.Protobuf.WellKnownTypes.Duration.FromTimeSpan(SessionTtl),
                 RequestId = $"launcher:{instanceId}:before-start",
-            }, deadline: DateTime.UtcNow + CallDeadline);
+            });
             return session.Id;
         }
         catch (Exception e) when (e is RpcException or InvalidOperationException)

@@ -27,6 +27,31 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
         return engine.RegisterAsync(request, context.CancellationToken);
     }
 
+    /// <summary>The most registrations one <see cref="RegisterSessions"/> call may carry.</summary>
+    public const int MaxBatch = 1000;
+
+    /// <summary>Many registrations in one call, each as <see cref="RegisterSession"/> would make it and all at once
+    /// (their writes share the store's group commits); one result per request, in order.</summary>
+    public override async Task<RegisterSessionsResponse> RegisterSessions(RegisterSessionsRequest request, ServerCallContext context)
+    {
+        if (request.Requests.Count == 0) throw PlatformException.Invalid("requests", "is empty: give at least one registration");
+        if (request.Requests.Count > MaxBatch)
+            throw PlatformException.Invalid("requests", $"has {request.Requests.Count} registrations; at most {MaxBatch} go in one call");
+        var results = await Task.WhenAll(request.Requests.Select(async r =>
+        {
+            try
+            {
+                Validation.Check(r, options.Value);
+                return new RegisterSessionResult { Session = await engine.RegisterAsync(r, context.CancellationToken) };
+            }
+            catch (PlatformException e)
+            {
+                return new RegisterSessionResult { Code = (int)e.StatusCode, Message = e.Message };
+            }
+        }));
+        return new RegisterSessionsResponse { Results = { results } };
+    }
+
     public override Task<HeartbeatResponse> Heartbeat(HeartbeatRequest request, ServerCallContext context)
     {
         Validation.CheckIds(request.Ids, "ids");

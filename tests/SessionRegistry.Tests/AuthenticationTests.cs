@@ -96,6 +96,7 @@ public sealed class AuthenticationTests : IAsyncLifetime
             () => client.EndSessionAsync(new EndSessionRequest { Id = other.Id }, Bearer(agent)).ResponseAsync,
             () => client.HeartbeatAsync(new HeartbeatRequest { Ids = { other.Id } }, Bearer(agent)).ResponseAsync,
             () => client.RegisterSessionAsync(Session("other"), Bearer(agent)).ResponseAsync,
+            () => client.RegisterSessionsAsync(new RegisterSessionsRequest { Requests = { Session("agent") } }, Bearer(agent)).ResponseAsync, // the Launcher's
         })
             Assert.Equal(StatusCode.PermissionDenied, (await Assert.ThrowsAsync<RpcException>(call)).StatusCode);
         // The key itself, or a token with its instance changed, is no token at all.

@@ -148,3 +148,54 @@ public class RegisterTests : RegistryTestBase
     private static Task Eventually(Func<bool> condition) =>
         Testing.Eventually.ValueAsync(() => Task.FromResult(condition()), met => met, Timeout, "the condition");
 }
+
+public class RegisterBatchTests : RegistryTestBase
+{
+    [Fact]
+    public async Task A_batch_registers_each_as_RegisterSession_would_with_its_own_error()
+    {
+        using var watch = await WatchFromNowAsync("batch");
+        var existing = await RegisterAsync("batch", "held", requestId: "held-1");
+        var response = await Client.RegisterSessionsAsync(new RegisterSessionsRequest
+        {
+            Requests =
+            {
+                new RegisterSessionRequest { Workload = "batch", Instance = "a", Node = "n", RequestId = "a-1" },
+                new RegisterSessionRequest { Workload = "", Instance = "b", Node = "n" },
+                new RegisterSessionRequest { Workload = "batch", Instance = "held", Node = "n" },
+                new RegisterSessionRequest { Workload = "batch", Instance = "c", Node = "n", Labels = { ["bad key!"] = "x" } },
+                new RegisterSessionRequest { Workload = "batch", Instance = "a", Node = "n", RequestId = "a-1" },
+            },
+        });
+
+        Assert.Equal(5, response.Results.Count);
+        var (a, empty, held, badLabel, again) = (response.Results[0], response.Results[1], response.Results[2], response.Results[3], response.Results[4]);
+        Assert.Equal((0, "a"), (a.Code, a.Session.Instance));
+        Assert.Equal((int)StatusCode.InvalidArgument, empty.Code);
+        Assert.Contains("workload", empty.Message, StringComparison.Ordinal);
+        Assert.Null(empty.Session);
+        Assert.Equal(existing.Id, held.Session.Id); // the live session of (workload, instance), as RegisterSession returns it
+        Assert.Equal((int)StatusCode.InvalidArgument, badLabel.Code);
+        Assert.Contains("bad key!", badLabel.Message, StringComparison.Ordinal);
+        Assert.Equal(a.Session.Id, again.Session.Id); // one request_id twice: one session
+
+        var listed = await Client.ListSessionsAsync(new ListSessionsRequest { Workload = "batch" });
+        Assert.Equal(new[] { "a", "held" }, listed.Sessions.Select(s => s.Instance).Order(StringComparer.Ordinal));
+        var created = await ReadEventsAsync(watch.ResponseStream, 2);
+        Assert.Equal(new[] { "a", "held" }, created.Select(e => e.Session.Instance).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public async Task An_empty_batch_and_one_over_the_limit_are_refused_whole()
+    {
+        var empty = await Assert.ThrowsAsync<RpcException>(() => Client.RegisterSessionsAsync(new RegisterSessionsRequest()).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, empty.StatusCode);
+        Assert.Contains("at least one registration", empty.Status.Detail, StringComparison.Ordinal);
+        var tooMany = new RegisterSessionsRequest();
+        for (var i = 0; i <= SessionRegistryService.MaxBatch; i++) tooMany.Requests.Add(new RegisterSessionRequest { Workload = "many", Instance = $"i{i}", Node = "n" });
+        var refused = await Assert.ThrowsAsync<RpcException>(() => Client.RegisterSessionsAsync(tooMany).ResponseAsync);
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Contains("at most 1000", refused.Status.Detail, StringComparison.Ordinal);
+        Assert.Empty((await Client.ListSessionsAsync(new ListSessionsRequest { Workload = "many" })).Sessions);
+    }
+}
