@@ -1,7 +1,16 @@
 namespace Platform.ServiceDefaults;
 
 /// <summary>One item's outcome in a batch call: its result, or the error its own call would have thrown.</summary>
-public readonly record struct BatchOutcome<TResult>(TResult? Value, Exception? Error);
+public readonly record struct BatchOutcome<TResult>(TResult? Value, Exception? Error)
+{
+    /// <summary>An item of a batch response (gRPC code, message, value): the value when the code is OK, else the
+    /// RpcException the item's own call would have thrown.</summary>
+    public static BatchOutcome<TResult> Of(int code, string message, TResult? value) =>
+        code == (int)Grpc.Core.StatusCode.OK && value is not null
+            ? new(value, null)
+            : new(default, new Grpc.Core.RpcException(new Grpc.Core.Status(code == 0 ? Grpc.Core.StatusCode.Internal : (Grpc.Core.StatusCode)code,
+                code == 0 ? "the batch answered OK without a result" : message)));
+}
 
 /// <summary>
 /// Calls made at the same time, sent as one batch call (the Supervisor's launches, the Launcher's session

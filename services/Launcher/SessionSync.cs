@@ -40,9 +40,7 @@ public sealed class SessionSync(
             try
             {
                 var response = await registry.RegisterSessionsAsync(new RegisterSessionsRequest { Requests = { batch } }, deadline: DateTime.UtcNow + CallDeadline);
-                return [.. response.Results.Select(r => r.Code == (int)StatusCode.OK && r.Session is { } session
-                    ? new BatchOutcome<Session>(session, null)
-                    : new BatchOutcome<Session>(null, new RpcException(new Status((StatusCode)r.Code, r.Message))))];
+                return [.. response.Results.Select(r => BatchOutcome<Session>.Of(r.Code, r.Message, r.Session))];
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Unimplemented)
             {

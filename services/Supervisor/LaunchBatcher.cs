@@ -60,9 +60,7 @@ public sealed class LaunchBatcher
                 Interlocked.Increment(ref _calls);
                 Interlocked.Add(ref _launches, batch.Length);
                 BatchSize.Record(batch.Length, new KeyValuePair<string, object?>("node", _node.Name));
-                return [.. response.Results.Select(r => r.Code == (int)StatusCode.OK && r.Instance is { } instance
-                    ? new BatchOutcome<Instance>(instance, null)
-                    : new BatchOutcome<Instance>(null, new RpcException(new Status((StatusCode)r.Code, r.Message))))];
+                return [.. response.Results.Select(r => BatchOutcome<Instance>.Of(r.Code, r.Message, r.Instance))];
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Unimplemented)
             {
