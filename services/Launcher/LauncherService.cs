@@ -31,36 +31,23 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
     /// item, in order, a refused one among them leaving the others alone.</summary>
     public override async Task<LaunchBatchResponse> LaunchBatch(LaunchBatchRequest request, ServerCallContext context)
     {
-        if (request.Items.Count == 0) throw PlatformException.Invalid("items", "is empty: give at least one launch");
-        if (request.Items.Count > MaxBatch)
-            throw PlatformException.Invalid("items", $"has {request.Items.Count} launches; at most {MaxBatch} go in one call");
-        var results = await Task.WhenAll(request.Items.Select(async item =>
+        BatchCalls.CheckSize(request.Items.Count, MaxBatch, "items", "launch");
+        var results = await BatchCalls.EachAsync(request.Items, async item =>
         {
-            try
+            if (item.Request is null) throw PlatformException.Invalid("request", "is missing");
+            var launch = LaunchValidation.Resolve(item.Request, options.CurrentValue) with
             {
-                if (item.Request is null) throw PlatformException.Invalid("request", "is missing");
-                var launch = LaunchValidation.Resolve(item.Request, options.CurrentValue) with
-                {
-                    TraceParent = item.Traceparent.Length > 0 ? item.Traceparent : null,
-                    TraceState = item.Tracestate.Length > 0 ? item.Tracestate : null,
-                };
-                // Each launch its own span in its caller's trace, as Launch's server span is: the child continues it.
-                Activity.Current = null; // not under the batch call's own span: each launch belongs to its caller's trace
-                using var span = launch.TraceParent is not null && ActivityContext.TryParse(launch.TraceParent, launch.TraceState, out var parent)
-                    ? Source.StartActivity("launcher.launch", ActivityKind.Server, parent, [new("workload", launch.Workload)])
-                    : null;
-                using var slot = instances.EnterLaunch(options.CurrentValue.MaxLaunchesInFlight);
-                return new LaunchResult { Instance = await instances.LaunchAsync(launch) };
-            }
-            catch (PlatformException e)
-            {
-                return new LaunchResult { Code = (int)e.StatusCode, Message = e.Message };
-            }
-            catch (RpcException e)
-            {
-                return new LaunchResult { Code = (int)e.StatusCode, Message = e.Status.Detail };
-            }
-        }));
+                TraceParent = item.Traceparent.Length > 0 ? item.Traceparent : null,
+                TraceState = item.Tracestate.Length > 0 ? item.Tracestate : null,
+            };
+            Activity.Current = null; // not under the batch call's own span: each launch belongs to its caller's trace
+            // Each launch its own span in its caller's trace, as Launch's server span is: the child continues it.
+            using var span = launch.TraceParent is not null && ActivityContext.TryParse(launch.TraceParent, launch.TraceState, out var parent)
+                ? Source.StartActivity("launcher.launch", ActivityKind.Server, parent, [new("workload", launch.Workload)])
+                : null;
+            using var slot = instances.EnterLaunch(options.CurrentValue.MaxLaunchesInFlight);
+            return new LaunchResult { Instance = await instances.LaunchAsync(launch) };
+        }, (_, code, message) => new LaunchResult { Code = (int)code, Message = message });
         return new LaunchBatchResponse { Results = { results } };
     }
 

@@ -34,21 +34,12 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
     /// (their writes share the store's group commits); one result per request, in order.</summary>
     public override async Task<RegisterSessionsResponse> RegisterSessions(RegisterSessionsRequest request, ServerCallContext context)
     {
-        if (request.Requests.Count == 0) throw PlatformException.Invalid("requests", "is empty: give at least one registration");
-        if (request.Requests.Count > MaxBatch)
-            throw PlatformException.Invalid("requests", $"has {request.Requests.Count} registrations; at most {MaxBatch} go in one call");
-        var results = await Task.WhenAll(request.Requests.Select(async r =>
+        BatchCalls.CheckSize(request.Requests.Count, MaxBatch, "requests", "registration");
+        var results = await BatchCalls.EachAsync(request.Requests, async r =>
         {
-            try
-            {
-                Validation.Check(r, options.Value);
-                return new RegisterSessionResult { Session = await engine.RegisterAsync(r, context.CancellationToken) };
-            }
-            catch (PlatformException e)
-            {
-                return new RegisterSessionResult { Code = (int)e.StatusCode, Message = e.Message };
-            }
-        }));
+            Validation.Check(r, options.Value);
+            return new RegisterSessionResult { Session = await engine.RegisterAsync(r, context.CancellationToken) };
+        }, (_, code, message) => new RegisterSessionResult { Code = (int)code, Message = message });
         return new RegisterSessionsResponse { Results = { results } };
     }
 

@@ -37,31 +37,22 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
     public override async Task<ApplyWorkloadsResponse> ApplyWorkloads(ApplyWorkloadsRequest request, ServerCallContext context)
     {
         engine.EnsureActing();
-        if (request.Workloads.Count == 0) throw PlatformException.Invalid("workloads", "is empty: give at least one workload");
-        if (request.Workloads.Count > MaxBatch)
-            throw PlatformException.Invalid("workloads", $"has {request.Workloads.Count} workloads; at most {MaxBatch} go in one call");
+        BatchCalls.CheckSize(request.Workloads.Count, MaxBatch, "workloads", "workload");
         if (request.Workloads.GroupBy(w => w.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Key.Length > 0 && g.Count() > 1) is { } twice)
             throw PlatformException.Invalid("workloads", $"names workload '{twice.Key}' {twice.Count()} times; each may be applied once per call");
         // All at once, as that many ApplyWorkload calls would be, but in one round trip: the workloads' first starts
         // go to the launcher together and their stores share commits (WorkloadStore's group commit).
-        var results = await Task.WhenAll(request.Workloads.Select(async w =>
+        var results = await BatchCalls.EachAsync(request.Workloads, async w =>
         {
-            try
-            {
-                var v = new Violations();
-                WorkloadValidation.Validate(w, v);
-                v.ThrowIfAny();
-                var before = engine.Get(w.Name);
-                var after = await ApplyValidatedAsync(w);
-                var change = before is null ? ApplyResult.Types.Change.Created
-                    : before.Revision == after.Revision ? ApplyResult.Types.Change.Unchanged : ApplyResult.Types.Change.Configured;
-                return new ApplyResult { Name = w.Name, Workload = after, Change = change };
-            }
-            catch (PlatformException e)
-            {
-                return new ApplyResult { Name = w.Name, Code = (int)e.StatusCode, Message = e.Message };
-            }
-        }));
+            var v = new Violations();
+            WorkloadValidation.Validate(w, v);
+            v.ThrowIfAny();
+            var before = engine.Get(w.Name);
+            var after = await ApplyValidatedAsync(w);
+            var change = before is null ? ApplyResult.Types.Change.Created
+                : before.Revision == after.Revision ? ApplyResult.Types.Change.Unchanged : ApplyResult.Types.Change.Configured;
+            return new ApplyResult { Name = w.Name, Workload = after, Change = change };
+        }, (w, code, message) => new ApplyResult { Name = w.Name, Code = (int)code, Message = message });
         return new ApplyWorkloadsResponse { Results = { results } };
     }
 

@@ -1,0 +1,34 @@
+using Grpc.Core;
+
+namespace Platform.ServiceDefaults;
+
+/// <summary>The server side of the batch calls (ApplyWorkloads, LaunchBatch, RegisterSessions): the size checks of
+/// the whole call, and each item run at once with its own outcome.</summary>
+public static class BatchCalls
+{
+    /// <summary>INVALID_ARGUMENT for a call with no items or more than <paramref name="max"/>.</summary>
+    public static void CheckSize(int count, int max, string field, string item)
+    {
+        if (count == 0) throw PlatformException.Invalid(field, $"is empty: give at least one {item}");
+        if (count > max) throw PlatformException.Invalid(field, $"has {count} {item}s; at most {max} go in one call");
+    }
+
+    /// <summary>Runs every item at once; an item refused (a PlatformException, or an RpcException from a call it made)
+    /// gets <paramref name="refused"/>'s result with its status code and message, and leaves the others alone.</summary>
+    public static Task<TResult[]> EachAsync<TItem, TResult>(IEnumerable<TItem> items, Func<TItem, Task<TResult>> run, Func<TItem, StatusCode, string, TResult> refused) =>
+        Task.WhenAll(items.Select(async item =>
+        {
+            try
+            {
+                return await run(item);
+            }
+            catch (PlatformException e)
+            {
+                return refused(item, e.StatusCode, e.Message);
+            }
+            catch (RpcException e)
+            {
+                return refused(item, e.StatusCode, e.Status.Detail);
+            }
+        }));
+}
