@@ -19,8 +19,9 @@ public sealed class IdleMemoryTrimmer(ILogger<IdleMemoryTrimmer> logger) : Backg
 {
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(2);
 
-    /// <summary>What must have been allocated since the last trim for another to be worth its pause.</summary>
-    public const long BurstBytes = 32L << 20;
+    /// <summary>What must have been allocated since the last trim for another to be worth its pause: small, because
+    /// what a burst allocates before its first collection stays committed (gen0's budget follows the cache size).</summary>
+    public const long BurstBytes = 8L << 20;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
