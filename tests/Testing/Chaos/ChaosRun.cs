@@ -181,6 +181,7 @@ public sealed class ChaosRun(AppHostProcess host, ChaosOptions options, Action<s
         var statusWatcher = new StatusWatcher(new AgentMonitor.AgentMonitorClient(monitorChannel));
         ResumingWatcher[] watchers = [sessionWatcher, workloadWatcher, instanceWatcher, statusWatcher];
         foreach (var w in watchers) w.Start();
+        await sessionWatcher.Subscribed.WaitAsync(TimeSpan.FromSeconds(30)); // before the load: it sees every change
 
         using var stopLoad = new CancellationTokenSource();
         var keeper = Task.Run(() => KeepAliveAsync(registry, stopLoad.Token));

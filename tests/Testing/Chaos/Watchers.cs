@@ -89,12 +89,22 @@ public sealed class SessionWatcher(SessionRegistry.SessionRegistryClient client,
 
     public long LastRevision { get; private set; } = fromRevision;
 
+    private readonly TaskCompletionSource _subscribed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Done once the first stream is subscribed (its response headers came): changes from then on reach it.</summary>
+    public Task Subscribed => _subscribed.Task;
+
     protected override async Task WatchAsync(CancellationToken cancel)
     {
         using var call = client.WatchSessions(new WatchSessionsRequest { FromRevision = LastRevision }, cancellationToken: cancel);
+        await call.ResponseHeadersAsync;
+        _subscribed.TrySetResult();
         await foreach (var e in call.ResponseStream.ReadAllAsync(cancel))
         {
             Received();
+            // From revision 0 is "from now" in the contract: the first event of such a stream has no predecessor to
+            // check it against.
+            if (LastRevision == 0) LastRevision = e.Revision - 1;
             if (e.Revision != LastRevision + 1)
                 Fault(e.Revision <= LastRevision
                     ? $"{Name}: revision {e.Revision} again after {LastRevision} (a duplicate)"
