@@ -68,6 +68,11 @@ public sealed class WorkloadStore : IDisposable
         get { lock (_pending) return _pending.Count; }
     }
 
+    /// <summary>Puts in the commit under way right now.</summary>
+    internal int Committing => Volatile.Read(ref _committing);
+
+    private int _committing;
+
     /// <summary>Transactions committed by Put since the start (a group commit makes one of several Puts).</summary>
     public int Commits => Volatile.Read(ref _commits);
 
@@ -90,6 +95,7 @@ public sealed class WorkloadStore : IDisposable
                 {
                     batch = [.. _pending];
                     _pending.Clear();
+                    Volatile.Write(ref _committing, batch.Length);
                 }
                 try
                 {
@@ -103,6 +109,7 @@ public sealed class WorkloadStore : IDisposable
                     foreach (var put in batch) put.Error = e; // every Put of the batch fails with it, none is lost
                 }
                 foreach (var put in batch) put.Done = true;
+                Volatile.Write(ref _committing, 0);
             }
         }
         if (mine.Error is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
