@@ -28,6 +28,9 @@ public static class Extensions
     /// <summary>Health checks with this tag make up <c>/alive</c>; every check makes up <c>/health</c>.</summary>
     public const string LiveTag = "live";
 
+    /// <summary>The tag of the checks <see cref="AddPlatformDependency"/> adds.</summary>
+    public const string DependencyTag = "dependency";
+
     public const string HealthPath = "/health";
     public const string AlivePath = "/alive";
 
@@ -61,7 +64,14 @@ public static class Extensions
         var streams = builder.Configuration.GetValue("Platform:MaxStreamsPerConnection", 100);
         builder.Services.Configure<KestrelServerOptions>(kestrel => kestrel.Limits.Http2.MaxStreamsPerConnection = streams);
         builder.Services.AddGrpcReflection();
-        builder.Services.AddGrpcHealthChecks();
+        // grpc.health.v1 (the overall service, "") runs every check but the dependencies': theirs are at worst Degraded,
+        // which is SERVING, so they never change the answer, and each would make a health call of its own to another
+        // service on every probe (the AppHost, DCP and Kubernetes probe while a service starts). /health keeps them.
+        builder.Services.AddGrpcHealthChecks(options =>
+        {
+            options.Services.Clear();
+            options.Services.Map("", check => !check.Tags.Contains(DependencyTag));
+        });
 
         builder.Services.AddHostedService<ParentProcessWatcher>();
         builder.Services.AddHostedService<IdleMemoryTrimmer>();
@@ -135,7 +145,7 @@ public static class Extensions
             $"dependency:{serviceName}",
             services => new DependencyHealthCheck(services.GetRequiredService<Grpc.Net.ClientFactory.GrpcClientFactory>(), serviceName),
             failureStatus: HealthStatus.Degraded,
-            tags: ["dependency"]));
+            tags: [DependencyTag]));
     }
 
     /// <summary>A plain HTTP client with service discovery and the standard resilience handler.</summary>
