@@ -36,6 +36,11 @@ public static class PlatformServiceExtensions
                 context.EnvironmentVariables["OTEL_BLRP_SCHEDULE_DELAY"] = "1000";
                 context.EnvironmentVariables["OTEL_METRIC_EXPORT_INTERVAL"] = "1000";
                 context.EnvironmentVariables["OTEL_TRACES_SAMPLER"] = "always_on";
+                // Aspire asks for in-memory retries of failed exports. DCP stops the dashboard before the services, and
+                // on Ctrl+C each service's exporters then retried against it until their 10 s timeout, holding its
+                // exit until DCP SIGKILLed it 6 s later. A local dashboard that does not answer is gone: what a
+                // service has left to export is dropped, and it exits at once.
+                context.EnvironmentVariables.Remove("OTEL_DOTNET_EXPERIMENTAL_OTLP_RETRY");
             })
             .WithPromptHttpHealthCheck("/health", endpointName: "http")
             .WithRestartPolicy();

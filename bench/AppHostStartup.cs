@@ -11,7 +11,7 @@ namespace Platform.Bench;
 /// generated and built here; (2) ours; then, when eng/publish-native.sh has published ours, both again with Native AOT
 /// builds (ours with --native, the bare one's services published here). All on the fixed ports of their settings; ready is probed on the services
 /// themselves every 20 ms: ours answer SERVING over grpc.health.v1, the empty ones 200 on /health. One uncounted
-/// warm-up run of each first. Memory: RSS of the whole tree at that moment (AppHost, DCP and its helpers, dashboard, services).
+/// warm-up run of each first; each run starts once the whole tree of the one before has exited (DCP outlives the AppHost by about 10 s). Memory: RSS of the whole tree at that moment (AppHost, DCP and its helpers, dashboard, services).
 /// Targets (issue 16): ours within 1.15x of the baseline's median time and within 1.5x of its memory.
 /// </summary>
 public static class AppHostStartup
@@ -99,11 +99,17 @@ public static class AppHostStartup
             var launchedAt = LaunchedAt(host.Pid, tree, probes);
             var cpu = CpuByProgram(tree);
             var stop = Stopwatch.StartNew();
+            var everything = tree.Select(p => new ProcessIdentity(p.Stat.Pid, p.Stat.StartTime)).ToList();
             var code = await host.TerminateAsync(TimeSpan.FromSeconds(60));
+            var stopped = stop.Elapsed;
+            // DCP goes on for about 10 s after the AppHost exits, stopping what it ran: the next run starts once the
+            // whole tree is gone, so that it never shares the cores with the cleanup of the one before.
+            while (everything.Any(ProcFs.IsAlive) && stop.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(100);
+            var left = everything.Where(ProcFs.IsAlive).Select(p => p.Pid).ToList();
             var timeline = string.Join(", ", probes.Select((p, i) => $"{p.Name} {launchedAt[i]:0.00}->{readyAt[i].TotalSeconds:0.00}"));
-            Console.WriteLine($"  {label}: ready in {clock.Elapsed.TotalSeconds:0.000} s ({timeline}), {rss:0} MiB in the tree; stopped in {stop.Elapsed.TotalSeconds:0.0} s (exit {code})");
+            Console.WriteLine($"  {label}: ready in {clock.Elapsed.TotalSeconds:0.000} s ({timeline}), {rss:0} MiB in the tree; stopped in {stopped.TotalSeconds:0.0} s (exit {code}), "
+                + (left.Count == 0 ? $"the whole tree gone in {stop.Elapsed.TotalSeconds:0.0} s" : $"{left.Count} of its processes still running after 60 s: {string.Join(", ", left)}"));
             Console.WriteLine($"    CPU s by program until then: {cpu}");
-            await Task.Delay(TimeSpan.FromSeconds(3)); // DCP finishes its cleanup after the AppHost exits
             return (clock.Elapsed, rss);
         }
         finally

@@ -22,7 +22,7 @@ public sealed class AppHostProcessTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Ctrl_C_stops_every_service_DCP_the_dashboard_and_every_agent_leaving_no_process()
+    public async Task Ctrl_C_stops_every_service_DCP_the_dashboard_and_every_agent_leaving_no_process_and_no_open_database()
     {
         var appHost = Start();
         var state = await appHost.WaitForAllServingAsync(Timeout);
@@ -44,6 +44,12 @@ public sealed class AppHostProcessTests : IAsyncLifetime
                 .ToList()),
             l => l.Count == 0, Timeout, "every process of the platform to be gone");
         Assert.Empty(left);
+
+        // Each service exited by itself, not killed by DCP when its grace ran out: it closed its SQLite database, which
+        // removes the write-ahead log that a killed process leaves beside it.
+        Assert.NotEmpty(Directory.EnumerateFiles(_stateDirectory, "*.db", SearchOption.AllDirectories));
+        var logs = Directory.EnumerateFiles(_stateDirectory, "*.db-wal", SearchOption.AllDirectories).ToList();
+        Assert.True(logs.Count == 0, "a service did not close its database (killed?): " + string.Join(", ", logs));
     }
 
     [Fact]
