@@ -6,11 +6,15 @@ namespace Platform.ServiceDefaults;
 /// the whole call, and each item run at once with its own outcome.</summary>
 public static class BatchCalls
 {
-    /// <summary>INVALID_ARGUMENT for a call with no items or more than <paramref name="max"/>.</summary>
-    public static void CheckSize(int count, int max, string field, string item)
+    /// <summary>The most items one batch call carries, as the contracts say: what the servers accept and what the
+    /// clients that batch (CallBatcher's users) put in one call.</summary>
+    public const int MaxItems = 1000;
+
+    /// <summary>INVALID_ARGUMENT for a call with no items or more than <see cref="MaxItems"/>.</summary>
+    public static void CheckSize(int count, string field, string item)
     {
         if (count == 0) throw PlatformException.Invalid(field, $"is empty: give at least one {item}");
-        if (count > max) throw PlatformException.Invalid(field, $"has {count} {item}s; at most {max} go in one call");
+        if (count > MaxItems) throw PlatformException.Invalid(field, $"has {count} {item}s; at most {MaxItems} go in one call");
     }
 
     /// <summary>Runs every item at once; an item refused (a PlatformException, or an RpcException from a call it made)

@@ -24,14 +24,11 @@ public sealed class LauncherService(InstanceManager instances, IOptionsMonitor<L
         return await instances.LaunchAsync(launch);
     }
 
-    /// <summary>The most launches one <see cref="LaunchBatch"/> call may carry.</summary>
-    public const int MaxBatch = 1000;
-
     /// <summary>Many launches in one call, each as <see cref="Launch"/> would make it and all at once; one result per
     /// item, in order, a refused one among them leaving the others alone.</summary>
     public override async Task<LaunchBatchResponse> LaunchBatch(LaunchBatchRequest request, ServerCallContext context)
     {
-        BatchCalls.CheckSize(request.Items.Count, MaxBatch, "items", "launch");
+        BatchCalls.CheckSize(request.Items.Count, "items", "launch");
         var results = await BatchCalls.EachAsync(request.Items, async item =>
         {
             if (item.Request is null) throw PlatformException.Invalid("request", "is missing");

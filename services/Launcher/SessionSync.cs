@@ -30,7 +30,7 @@ public sealed class SessionSync(
 
     /// <summary>Registrations before a start, made at the same time by many launches, go to the registry together.</summary>
     private CallBatcher<RegisterSessionRequest, Session> Registrations =>
-        LazyInitializer.EnsureInitialized(ref _registrations, () => new(RegisterAsync, maxBatch: 1000, maxInFlight: 2));
+        LazyInitializer.EnsureInitialized(ref _registrations, () => new(RegisterAsync, maxBatch: BatchCalls.MaxItems, maxInFlight: 2));
 
     /// <summary>One RegisterSessions call for the batch; single RegisterSession calls to a registry without it.</summary>
     private async Task<BatchOutcome<Session>[]> RegisterAsync(RegisterSessionRequest[] batch)

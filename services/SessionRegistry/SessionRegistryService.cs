@@ -27,14 +27,11 @@ public sealed class SessionRegistryService(RegistryEngine engine, IOptions<Regis
         return engine.RegisterAsync(request, context.CancellationToken);
     }
 
-    /// <summary>The most registrations one <see cref="RegisterSessions"/> call may carry.</summary>
-    public const int MaxBatch = 1000;
-
     /// <summary>Many registrations in one call, each as <see cref="RegisterSession"/> would make it and all at once
     /// (their writes share the store's group commits); one result per request, in order.</summary>
     public override async Task<RegisterSessionsResponse> RegisterSessions(RegisterSessionsRequest request, ServerCallContext context)
     {
-        BatchCalls.CheckSize(request.Requests.Count, MaxBatch, "requests", "registration");
+        BatchCalls.CheckSize(request.Requests.Count, "requests", "registration");
         var results = await BatchCalls.EachAsync(request.Requests, async r =>
         {
             Validation.Check(r, options.Value);

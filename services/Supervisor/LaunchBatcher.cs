@@ -15,9 +15,6 @@ namespace Platform.Supervisor;
 /// </summary>
 public sealed class LaunchBatcher
 {
-    /// <summary>The most launches one LaunchBatch call carries (the Launcher's limit).</summary>
-    public const int MaxBatch = 1000;
-
     /// <summary>Calls under way at once per node.</summary>
     public const int MaxInFlight = 2;
 
@@ -35,7 +32,7 @@ public sealed class LaunchBatcher
     public LaunchBatcher(NodeClient node, Action<Action>? schedule = null)
     {
         _node = node;
-        _batcher = new CallBatcher<Pending, Instance>(SendAsync, MaxBatch, MaxInFlight, schedule);
+        _batcher = new CallBatcher<Pending, Instance>(SendAsync, BatchCalls.MaxItems, MaxInFlight, schedule);
     }
 
     /// <summary>The LaunchBatch calls made so far, and the launches they carried.</summary>

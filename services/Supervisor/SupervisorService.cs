@@ -32,12 +32,10 @@ public sealed class SupervisorService(SupervisorEngine engine, WorkloadStore sto
         return engine.ApplyAsync(spec);
     }
 
-    public const int MaxBatch = 1000;
-
     public override async Task<ApplyWorkloadsResponse> ApplyWorkloads(ApplyWorkloadsRequest request, ServerCallContext context)
     {
         engine.EnsureActing();
-        BatchCalls.CheckSize(request.Workloads.Count, MaxBatch, "workloads", "workload");
+        BatchCalls.CheckSize(request.Workloads.Count, "workloads", "workload");
         if (request.Workloads.GroupBy(w => w.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Key.Length > 0 && g.Count() > 1) is { } twice)
             throw PlatformException.Invalid("workloads", $"names workload '{twice.Key}' {twice.Count()} times; each may be applied once per call");
         // All at once, as that many ApplyWorkload calls would be, but in one round trip: the workloads' first starts

@@ -228,7 +228,7 @@ public class LaunchBatchTests : LauncherTestBase
     {
         await AssertStatus(StatusCode.InvalidArgument, Client.LaunchBatchAsync(new LaunchBatchRequest()).ResponseAsync, "at least one launch");
         var tooMany = new LaunchBatchRequest();
-        for (var i = 0; i <= LauncherService.MaxBatch; i++) tooMany.Items.Add(new LaunchBatchItem { Request = new LaunchRequest { Template = "sleeper" } });
+        for (var i = 0; i <= Platform.ServiceDefaults.BatchCalls.MaxItems; i++) tooMany.Items.Add(new LaunchBatchItem { Request = new LaunchRequest { Template = "sleeper" } });
         await AssertStatus(StatusCode.InvalidArgument, Client.LaunchBatchAsync(tooMany).ResponseAsync, "at most 1000");
         Assert.Empty((await Client.ListInstancesAsync(new ListInstancesRequest())).Instances);
     }

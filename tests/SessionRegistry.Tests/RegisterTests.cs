@@ -192,7 +192,7 @@ public class RegisterBatchTests : RegistryTestBase
         Assert.Equal(StatusCode.InvalidArgument, empty.StatusCode);
         Assert.Contains("at least one registration", empty.Status.Detail, StringComparison.Ordinal);
         var tooMany = new RegisterSessionsRequest();
-        for (var i = 0; i <= SessionRegistryService.MaxBatch; i++) tooMany.Requests.Add(new RegisterSessionRequest { Workload = "many", Instance = $"i{i}", Node = "n" });
+        for (var i = 0; i <= Platform.ServiceDefaults.BatchCalls.MaxItems; i++) tooMany.Requests.Add(new RegisterSessionRequest { Workload = "many", Instance = $"i{i}", Node = "n" });
         var refused = await Assert.ThrowsAsync<RpcException>(() => Client.RegisterSessionsAsync(tooMany).ResponseAsync);
         Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
         Assert.Contains("at most 1000", refused.Status.Detail, StringComparison.Ordinal);
