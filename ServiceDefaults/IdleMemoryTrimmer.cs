@@ -12,8 +12,9 @@ namespace Platform.ServiceDefaults;
 /// instances holds a third more than after one compacting collection. So once a service has allocated at least
 /// <see cref="BurstBytes"/> since the last trim and its allocation rate has then fallen below an eighth of its
 /// average since that trim (the burst is over), one compacting, decommitting collection brings the resident size
-/// back to what is live. Under a steady load the rate does not fall and nothing is collected by hand; at rest it
-/// reads one counter every <see cref="Interval"/>. No library does this; it is a few lines and runs rarely.
+/// back to what is live, and the C heap's free pages go back to the kernel (<see cref="NativeHeap"/>). Under a
+/// steady load the rate does not fall and nothing is collected by hand; at rest it reads one counter every
+/// <see cref="Interval"/>. No library does this; it is a few lines and runs rarely.
 /// </summary>
 public sealed class IdleMemoryTrimmer(ILogger<IdleMemoryTrimmer> logger) : BackgroundService
 {
@@ -23,11 +24,16 @@ public sealed class IdleMemoryTrimmer(ILogger<IdleMemoryTrimmer> logger) : Backg
     /// what a burst allocates before its first collection stays committed (gen0's budget follows the cache size).</summary>
     public const long BurstBytes = 8L << 20;
 
+    /// <summary>A smaller burst is left to the collector's own pace, but what it freed in the C heap (SQLite's pages,
+    /// buffers of the HTTP/2 stack) stays resident until trimmed: once this much has been allocated since the last trim
+    /// of the C heap and that burst is over by the same rule, the C heap alone is trimmed.</summary>
+    public const long NativeBurstBytes = 1L << 20;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var trimmedAt = GC.GetTotalAllocatedBytes();
-        var previous = trimmedAt;
-        var ticks = 0L;
+        var (previous, nativeTrimmedAt) = (trimmedAt, trimmedAt);
+        var (ticks, nativeTicks) = (0L, 0L);
         using var timer = new PeriodicTimer(Interval); // real time: this is about the process, not a service's clock
         try
         {
@@ -36,13 +42,23 @@ public sealed class IdleMemoryTrimmer(ILogger<IdleMemoryTrimmer> logger) : Backg
                 var allocated = GC.GetTotalAllocatedBytes();
                 var (sinceTrim, lastTick) = (allocated - trimmedAt, allocated - previous);
                 previous = allocated;
-                ticks++;
-                if (sinceTrim < BurstBytes || lastTick * 8 >= sinceTrim / ticks) continue;
+                (ticks, nativeTicks) = (ticks + 1, nativeTicks + 1);
+                if (sinceTrim < BurstBytes || lastTick * 8 >= sinceTrim / ticks)
+                {
+                    var sinceNativeTrim = allocated - nativeTrimmedAt;
+                    if (sinceNativeTrim >= NativeBurstBytes && lastTick * 8 < sinceNativeTrim / nativeTicks)
+                    {
+                        NativeHeap.Trim();
+                        (nativeTrimmedAt, nativeTicks) = (allocated, 0);
+                    }
+                    continue;
+                }
                 var before = GC.GetTotalMemory(false);
                 GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
                 GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                NativeHeap.Trim();
                 (trimmedAt, ticks) = (GC.GetTotalAllocatedBytes(), 0);
-                previous = trimmedAt;
+                (previous, nativeTrimmedAt, nativeTicks) = (trimmedAt, trimmedAt, 0);
                 logger.LogDebug("Trimmed the heap after {Allocated} bytes allocated: {Before} -> {After} bytes live", sinceTrim, before, GC.GetTotalMemory(false));
             }
         }
