@@ -5,10 +5,14 @@ namespace Platform.Launcher.Tests;
 
 /// <summary>
 /// ServiceDefaults' <see cref="NativeHeap"/> (what <see cref="IdleMemoryTrimmer"/> runs after its collection), in this
-/// process's own C heap: pages freed between blocks still in use stay resident until it trims them.
+/// process's own C heap: pages freed between blocks still in use stay resident until it trims them. It reads this
+/// process's RSS, so it runs alone, after the tests that run in parallel.
 /// </summary>
+[Collection(Name)]
 public sealed class NativeHeapTests
 {
+    public const string Name = "NativeHeap (alone)";
+
     private const int Blocks = 16_384;
     private const int BlockSize = 4_000; // well under glibc's mmap threshold: these come from an arena
 
@@ -38,7 +42,7 @@ public sealed class NativeHeapTests
             Assert.True(NativeHeap.Trim(), "malloc_trim released nothing");
             var after = ResidentBytes();
 
-            // About 56 MB of whole free pages; other tests of this process may allocate meanwhile, hence the margin.
+            // About 56 MB of whole free pages; the runtime's own threads may allocate meanwhile, hence the margin.
             Assert.True(before - after > 32L << 20, $"RSS {before >> 20} MiB -> {after >> 20} MiB after the trim");
         }
         finally
@@ -56,3 +60,6 @@ public sealed class NativeHeapTests
         return long.Parse(line["VmRSS:".Length..].Trim().Split(' ')[0]) * 1024;
     }
 }
+
+[CollectionDefinition(NativeHeapTests.Name, DisableParallelization = true)]
+public sealed class NativeHeapCollection;
