@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using Google.Protobuf;
 using Microsoft.Data.Sqlite;
 using Platform.Restarts;
+using Platform.ServiceDefaults;
 using Platform.Supervisor.V1;
 using HistoryLines = System.Collections.Generic.IReadOnlyList<(long Generation, System.DateTimeOffset Time, string Event, string Detail)>;
 
@@ -45,75 +46,34 @@ public sealed class WorkloadStore : IDisposable
         using var command = _connection.CreateCommand();
         command.CommandText = "SELECT COALESCE(MAX(revision), 0) FROM workloads";
         _revision = (long)command.ExecuteScalar()!;
+        _puts = new(_lock, batch =>
+        {
+            using var transaction = _connection.BeginTransaction();
+            foreach (var (record, history) in batch) PutLocked(record, history);
+            transaction.Commit();
+        });
     }
 
     /// <summary>The next revision (a workload's revision grows with every stored change).</summary>
     public long NextRevision() => Interlocked.Increment(ref _revision);
 
-    /// <summary>A Put waiting for its commit: made by whichever caller holds the connection next.</summary>
-    private sealed class PendingPut(WorkloadRecord record, HistoryLines? history)
-    {
-        public readonly WorkloadRecord Record = record;
-        public readonly HistoryLines? History = history;
-        public bool Done; // guarded by _lock
-        public Exception? Error;
-    }
-
-    private readonly List<PendingPut> _pending = []; // guarded by itself
-    private int _commits;
+    private readonly GroupCommit<(WorkloadRecord Record, HistoryLines? History)> _puts;
 
     /// <summary>Puts waiting for a commit right now.</summary>
-    internal int Waiting
-    {
-        get { lock (_pending) return _pending.Count; }
-    }
+    internal int Waiting => _puts.Waiting;
 
     /// <summary>Puts in the commit under way right now.</summary>
-    internal int Committing => Volatile.Read(ref _committing);
-
-    private int _committing;
+    internal int Committing => _puts.Committing;
 
     /// <summary>Transactions committed by Put since the start (a group commit makes one of several Puts).</summary>
-    public int Commits => Volatile.Read(ref _commits);
+    public int Commits => _puts.Commits;
 
     /// <summary>
     /// Stores a workload and, in the same transaction, lines of its history; returns once committed. Puts made at the
-    /// same time share one transaction (a group commit, as the registry's): each joins the queue, and whichever
-    /// caller gets the connection commits every queued Put at once, so a burst of applies costs a few commits rather
-    /// than one each. A Put's caller never returns before its own write is committed, or fails with the commit's error.
+    /// same time share one transaction (<see cref="GroupCommit{T}"/>, as the registry's), so a burst of applies costs a
+    /// few commits rather than one each.
     /// </summary>
-    public void Put(WorkloadRecord record, HistoryLines? history = null)
-    {
-        var mine = new PendingPut(record, history);
-        lock (_pending) _pending.Add(mine);
-        lock (_lock)
-        {
-            if (!mine.Done)
-            {
-                PendingPut[] batch;
-                lock (_pending)
-                {
-                    batch = [.. _pending];
-                    _pending.Clear();
-                    Volatile.Write(ref _committing, batch.Length);
-                }
-                try
-                {
-                    using var transaction = _connection.BeginTransaction();
-                    foreach (var put in batch) PutLocked(put.Record, put.History);
-                    transaction.Commit();
-                    _commits++;
-                }
-                catch (Exception e)
-                {
-                    foreach (var put in batch) put.Error = e; // every Put of the batch fails with it, none is lost
-                }
-                foreach (var put in batch) put.Done = true;
-                Volatile.Write(ref _committing, 0);
-            }
-        }
-        if (mine.Error is { } error) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
-    }
+    public void Put(WorkloadRecord record, HistoryLines? history = null) => _puts.Write((record, history));
 
     private void PutLocked(WorkloadRecord record, HistoryLines? history)
     {
