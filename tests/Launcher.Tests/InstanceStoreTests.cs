@@ -1,6 +1,7 @@
 using Microsoft.Data.Sqlite;
 using Platform.Launcher.V1;
 using Platform.ProcessControl;
+using Platform.Testing;
 
 namespace Platform.Launcher.Tests;
 
@@ -22,28 +23,15 @@ public sealed class InstanceStoreTests : IDisposable
         var before = store.Commits;
         // Another connection holds the file's write lock: the first write takes the store's connection (with whatever
         // else had joined by then) and waits on SQLite's busy timeout; the rest queue up behind it.
-        using var other = new SqliteConnection($"Data Source={Path};Pooling=False");
-        other.Open();
-        using (var hold = other.CreateCommand())
-        {
-            hold.CommandText = "BEGIN IMMEDIATE";
-            hold.ExecuteNonQuery();
-        }
+        using var writeLock = new SqliteWriteLock(Path);
         var writes = Enumerable.Range(0, 20).Select(i => Task.Factory.StartNew(() =>
         {
             if (i % 2 == 0) store.Put(Record(i));
             else store.Enqueue($"i{i:00}", "register", [(byte)i]);
         }, TaskCreationOptions.LongRunning)).ToList();
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        while ((store.Committing == 0 || store.Waiting + store.Committing < 20) && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(10);
-        Assert.Equal(20, store.Waiting + store.Committing);
-        var queued = store.Waiting;
+        var queued = await SqliteWriteLock.WaitUntilJoinedAsync(() => store.Waiting, () => store.Committing, 20);
         Assert.All(writes, w => Assert.False(w.IsCompleted)); // none returns before its write is committed
-        using (var release = other.CreateCommand())
-        {
-            release.CommandText = "COMMIT";
-            release.ExecuteNonQuery();
-        }
+        writeLock.Release();
         await Task.WhenAll(writes).WaitAsync(TimeSpan.FromSeconds(30));
 
         Assert.Equal(queued > 0 ? 2 : 1, store.Commits - before); // the first commit's, then one for all that queued behind it

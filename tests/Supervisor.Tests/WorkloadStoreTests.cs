@@ -1,6 +1,7 @@
 using Microsoft.Data.Sqlite;
 using Platform.Restarts;
 using Platform.Supervisor.V1;
+using Platform.Testing;
 
 namespace Platform.Supervisor.Tests;
 
@@ -36,28 +37,16 @@ public sealed class WorkloadStoreTests : IDisposable
         var before = store.Commits;
         // Another connection holds the file's write lock: the first Put takes the store's connection (with whatever
         // else had joined by then) and waits on SQLite's busy timeout; the rest queue up behind it.
-        using var other = new SqliteConnection($"Data Source={Path};Pooling=False");
-        other.Open();
-        using (var hold = other.CreateCommand())
-        {
-            hold.CommandText = "BEGIN IMMEDIATE";
-            hold.ExecuteNonQuery();
-        }
+        using var writeLock = new SqliteWriteLock(Path);
         var puts = Enumerable.Range(0, 20).Select(i => Task.Factory.StartNew(() =>
         {
             store.Put(new WorkloadRecord(new Workload { Name = $"w{i:00}", Revision = i + 1 }, RestartState.Initial, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", null),
                 [(1, T0, "started", $"put {i}")]);
         }, TaskCreationOptions.LongRunning)).ToList();
-        var clock = System.Diagnostics.Stopwatch.StartNew();
-        while ((store.Committing == 0 || store.Waiting + store.Committing < 20) && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(10);
-        Assert.Equal(20, store.Waiting + store.Committing);
-        var queued = store.Waiting; // almost always 19 or 18: the first Put's thread snapshots the queue at once
+        // Queued: almost always 19 or 18, as the first Put's thread snapshots the queue at once.
+        var queued = await SqliteWriteLock.WaitUntilJoinedAsync(() => store.Waiting, () => store.Committing, 20);
         Assert.All(puts, p => Assert.False(p.IsCompleted)); // none returns before its write is committed
-        using (var release = other.CreateCommand())
-        {
-            release.CommandText = "COMMIT";
-            release.ExecuteNonQuery();
-        }
+        writeLock.Release();
         await Task.WhenAll(puts).WaitAsync(TimeSpan.FromSeconds(30));
 
         Assert.Equal(queued > 0 ? 2 : 1, store.Commits - before); // the first commit's, then one for all that queued behind it
