@@ -29,6 +29,11 @@ public sealed class IdleMemoryTrimmer(ILogger<IdleMemoryTrimmer> logger) : Backg
     /// of the C heap and that burst is over by the same rule, the C heap alone is trimmed.</summary>
     public const long NativeBurstBytes = 1L << 20;
 
+    /// <summary>At least <paramref name="threshold"/> allocated since a trim, and the last tick under an eighth of the
+    /// average per tick since then.</summary>
+    private static bool BurstOver(long sinceTrim, long lastTick, long ticks, long threshold) =>
+        sinceTrim >= threshold && lastTick * 8 < sinceTrim / ticks;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var trimmedAt = GC.GetTotalAllocatedBytes();
@@ -43,23 +48,21 @@ public sealed class IdleMemoryTrimmer(ILogger<IdleMemoryTrimmer> logger) : Backg
                 var (sinceTrim, lastTick) = (allocated - trimmedAt, allocated - previous);
                 previous = allocated;
                 (ticks, nativeTicks) = (ticks + 1, nativeTicks + 1);
-                if (sinceTrim < BurstBytes || lastTick * 8 >= sinceTrim / ticks)
+                if (BurstOver(sinceTrim, lastTick, ticks, BurstBytes))
                 {
-                    var sinceNativeTrim = allocated - nativeTrimmedAt;
-                    if (sinceNativeTrim >= NativeBurstBytes && lastTick * 8 < sinceNativeTrim / nativeTicks)
-                    {
-                        NativeHeap.Trim();
-                        (nativeTrimmedAt, nativeTicks) = (allocated, 0);
-                    }
+                    var before = GC.GetTotalMemory(false);
+                    GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+                    GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                    (trimmedAt, ticks) = (GC.GetTotalAllocatedBytes(), 0);
+                    previous = trimmedAt;
+                    logger.LogDebug("Trimmed the heap after {Allocated} bytes allocated: {Before} -> {After} bytes live", sinceTrim, before, GC.GetTotalMemory(false));
+                }
+                else if (!BurstOver(allocated - nativeTrimmedAt, lastTick, nativeTicks, NativeBurstBytes))
+                {
                     continue;
                 }
-                var before = GC.GetTotalMemory(false);
-                GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
-                GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
                 NativeHeap.Trim();
-                (trimmedAt, ticks) = (GC.GetTotalAllocatedBytes(), 0);
-                (previous, nativeTrimmedAt, nativeTicks) = (trimmedAt, trimmedAt, 0);
-                logger.LogDebug("Trimmed the heap after {Allocated} bytes allocated: {Before} -> {After} bytes live", sinceTrim, before, GC.GetTotalMemory(false));
+                (nativeTrimmedAt, nativeTicks) = (previous, 0);
             }
         }
         catch (OperationCanceledException)

@@ -11,7 +11,7 @@ namespace Platform.Bench;
 /// generated and built here; (2) ours; then, when eng/publish-native.sh has published ours, both again with Native AOT
 /// builds (ours with --native, the bare one's services published here). All on the fixed ports of their settings; ready is probed on the services
 /// themselves every 20 ms: ours answer SERVING over grpc.health.v1, the empty ones 200 on /health. One uncounted
-/// warm-up run of each first; each run starts once the whole tree of the one before has exited (DCP outlives the AppHost by about 10 s). Memory: RSS of the whole tree at that moment (AppHost, DCP and its helpers, dashboard, services).
+/// warm-up run of each first; each run starts once the whole tree of the one before has exited (DCP outlives the AppHost by a few seconds). Memory: RSS of the whole tree at that moment (AppHost, DCP and its helpers, dashboard, services).
 /// Targets (issue 16): ours within 1.15x of the baseline's median time and within 1.5x of its memory.
 /// </summary>
 public static class AppHostStartup
@@ -102,7 +102,7 @@ public static class AppHostStartup
             var everything = tree.Select(p => new ProcessIdentity(p.Stat.Pid, p.Stat.StartTime)).ToList();
             var code = await host.TerminateAsync(TimeSpan.FromSeconds(60));
             var stopped = stop.Elapsed;
-            // DCP goes on for about 10 s after the AppHost exits, stopping what it ran: the next run starts once the
+            // DCP goes on for a few seconds after the AppHost exits, stopping what it ran: the next run starts once the
             // whole tree is gone, so that it never shares the cores with the cleanup of the one before.
             while (everything.Any(ProcFs.IsAlive) && stop.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(100);
             var left = everything.Where(ProcFs.IsAlive).Select(p => p.Pid).ToList();

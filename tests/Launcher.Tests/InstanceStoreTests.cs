@@ -30,11 +30,7 @@ public sealed class InstanceStoreTests : IDisposable
             else store.Enqueue($"i{i:00}", "register", [(byte)i]);
         }, TaskCreationOptions.LongRunning)).ToList();
         var queued = await SqliteWriteLock.WaitUntilJoinedAsync(() => store.Waiting, () => store.Committing, 20);
-        Assert.All(writes, w => Assert.False(w.IsCompleted)); // none returns before its write is committed
-        writeLock.Release();
-        await Task.WhenAll(writes).WaitAsync(TimeSpan.FromSeconds(30));
-
-        Assert.Equal(queued > 0 ? 2 : 1, store.Commits - before); // the first commit's, then one for all that queued behind it
+        await writeLock.ReleaseAndAssertOneCommitForTheQueuedAsync(writes, queued, () => store.Commits - before);
         using var reopened = new InstanceStore(Path);
         Assert.Equal(Enumerable.Range(0, 10).Select(i => $"i{2 * i:00}"), reopened.LoadAll().Select(r => r.Instance.Id).Order());
         var outbox = reopened.Outbox(100);

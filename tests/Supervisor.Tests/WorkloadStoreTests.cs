@@ -45,11 +45,7 @@ public sealed class WorkloadStoreTests : IDisposable
         }, TaskCreationOptions.LongRunning)).ToList();
         // Queued: almost always 19 or 18, as the first Put's thread snapshots the queue at once.
         var queued = await SqliteWriteLock.WaitUntilJoinedAsync(() => store.Waiting, () => store.Committing, 20);
-        Assert.All(puts, p => Assert.False(p.IsCompleted)); // none returns before its write is committed
-        writeLock.Release();
-        await Task.WhenAll(puts).WaitAsync(TimeSpan.FromSeconds(30));
-
-        Assert.Equal(queued > 0 ? 2 : 1, store.Commits - before); // the first commit's, then one for all that queued behind it
+        await writeLock.ReleaseAndAssertOneCommitForTheQueuedAsync(puts, queued, () => store.Commits - before);
         using var reopened = new WorkloadStore(Path);
         Assert.Equal(21, reopened.LoadAll().Count);
         Assert.Equal("put 7", Assert.Single(reopened.History("w07", 0, 10)).Detail);

@@ -33,6 +33,18 @@ public sealed class SqliteWriteLock : IDisposable
         return waiting();
     }
 
+    /// <summary>
+    /// Checks a group commit held up behind this lock: no write returned while it was held; once it is released every
+    /// write returns, in one commit after the first write's (none when nothing had queued behind that one).
+    /// </summary>
+    public async Task ReleaseAndAssertOneCommitForTheQueuedAsync(IReadOnlyCollection<Task> writes, int queued, Func<int> commitsSince)
+    {
+        Assert.All(writes, w => Assert.False(w.IsCompleted)); // none returns before its write is committed
+        Release();
+        await Task.WhenAll(writes).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(queued > 0 ? 2 : 1, commitsSince()); // the first commit's, then one for all that queued behind it
+    }
+
     private void Execute(string sql)
     {
         using var command = _connection.CreateCommand();
