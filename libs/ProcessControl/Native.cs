@@ -163,5 +163,23 @@ internal static unsafe partial class Native
     [LibraryImport("libc", SetLastError = true)]
     public static partial int pipe2(int* fds, int flags);
 
+    public const int EAGAIN = 11;
+    public const int IN_NONBLOCK = 0x800;
+    public const int IN_CLOEXEC = 0x80000;
+    public const uint IN_MODIFY = 0x2;
+    public const uint IN_Q_OVERFLOW = 0x4000;
+    public const uint IN_IGNORED = 0x8000;
+    public const uint IN_ONLYDIR = 0x01000000;
+    public const uint IN_ONESHOT = 0x80000000;
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int inotify_init1(int flags);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int inotify_add_watch(int fd, string path, uint mask);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int inotify_rm_watch(int fd, int wd);
+
     public static string Error(int errno) => Marshal.GetPInvokeErrorMessage(errno);
 }

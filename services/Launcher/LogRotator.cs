@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using Platform.ProcessControl;
 
 namespace Platform.Launcher;
 
@@ -8,10 +9,17 @@ namespace Platform.Launcher;
 /// (opened with O_APPEND, so its next write lands at the new end): nothing about the child changes, which is why
 /// this is copy-and-truncate rather than rename. Lines written between the copy and the truncation are lost, as with
 /// logrotate's copytruncate.
+/// <para>
+/// The check costs in proportion to what was written, not to how many instances run: each instance's output
+/// directory carries a one-shot inotify watch (<see cref="ModifiedDirectories"/>), and a pass looks only at the
+/// files of the directories written in since their last look (and of new ones). With 300 quiet instances a pass is
+/// one read of the inotify descriptor instead of 600 stat calls.
+/// </para>
 /// </summary>
 public sealed class LogRotator(InstanceManager instances, IOptions<LauncherOptions> options, TimeProvider time, ILogger<LogRotator> logger) : BackgroundService
 {
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(5);
+    private readonly ModifiedDirectories _written = new();
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -30,11 +38,13 @@ public sealed class LogRotator(InstanceManager instances, IOptions<LauncherOptio
         }
     }
 
-    /// <summary>Rotates every running instance's output that is over the limit; returns how many files were rotated.</summary>
-    public int RotateAll()
+    /// <summary>Rotates every running instance's output that is over the limit, looking only at the directories
+    /// written in since their last look (or new): which ones it looked at, and how many files it rotated.</summary>
+    public (List<string> Looked, int Rotated) RotateAll()
     {
         var rotated = 0;
-        foreach (var directory in instances.RunningOutputDirectories())
+        var due = _written.Due(instances.RunningOutputDirectories());
+        foreach (var directory in due)
         {
             foreach (var name in new[] { "stdout.log", "stderr.log" })
             {
@@ -53,6 +63,12 @@ public sealed class LogRotator(InstanceManager instances, IOptions<LauncherOptio
                 }
             }
         }
-        return rotated;
+        return (due, rotated);
+    }
+
+    public override void Dispose()
+    {
+        base.Dispose();
+        _written.Dispose();
     }
 }

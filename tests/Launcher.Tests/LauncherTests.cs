@@ -142,7 +142,7 @@ public class LogRotationTests : LauncherTestBase
         var stdout = Path.Combine(DataDirectory, "instances", instance.Id, "stdout.log");
         for (var i = 0; i < 500 && (!File.Exists(stdout) || new FileInfo(stdout).Length <= 4096); i++) await Task.Delay(10);
 
-        var rotated = Host.Services.GetRequiredService<LogRotator>().RotateAll();
+        var (_, rotated) = Host.Services.GetRequiredService<LogRotator>().RotateAll();
 
         Assert.Equal(1, rotated);
         Assert.True(new FileInfo(stdout + ".1").Length > 4096);
@@ -152,6 +152,28 @@ public class LogRotationTests : LauncherTestBase
         Assert.NotEmpty(fresh); // the child writes on into the truncated file
         Assert.True(new FileInfo(stdout).Length < new FileInfo(stdout + ".1").Length + 4096);
         Assert.True(int.Parse(fresh[^1][5..]) > int.Parse(lastRotated[5..]));
+    }
+    [Fact]
+    public async Task A_pass_looks_at_the_output_of_instances_that_wrote_since_the_last_and_not_at_quiet_ones()
+    {
+        var rotator = Host.Services.GetRequiredService<LogRotator>();
+        var quiet = await Client.LaunchAsync(new LaunchRequest { Process = new ProcessSpec { Executable = "/bin/sleep", Args = { "600" } } });
+        var chatty = await Client.LaunchAsync(new LaunchRequest
+        {
+            Process = new ProcessSpec { Executable = "/bin/sh", Args = { "-c", "while true; do echo tick; sleep 0.05; done" } },
+        });
+        string Output(Instance i) => Path.Combine(DataDirectory, "instances", i.Id);
+
+        rotator.RotateAll(); // both are new to it (or the host's own pass saw them first)
+        var passes = new List<List<string>>();
+        for (var i = 0; i < 5; i++)
+        {
+            await Task.Delay(200);
+            passes.Add(rotator.RotateAll().Looked);
+        }
+
+        Assert.DoesNotContain(passes, looked => looked.Contains(Output(quiet)));
+        Assert.Contains(passes, looked => looked.Contains(Output(chatty))); // the host's pass may take one, not all five
     }
 }
 
