@@ -95,7 +95,7 @@ public sealed class SupervisorEngine(
             return;
         }
         var launchers = deps.Nodes.Static ? PumpNodeAsync(deps.Nodes.All[0], stoppingToken) : FollowNodesAsync(stoppingToken);
-        await Task.WhenAll(launchers, PumpMonitorAsync(stoppingToken));
+        await Task.WhenAll(launchers, PumpMonitorAsync(stoppingToken), ResyncQuietAsync(stoppingToken));
         Task[] pumps;
         lock (_pumpLock) pumps = [.. _pumps.Values.Select(p => p.Pump)];
         await Task.WhenAll(pumps);
@@ -103,6 +103,21 @@ public sealed class SupervisorEngine(
         {
             stop.Dispose();
             node.Channel?.Dispose();
+        }
+    }
+
+    /// <summary>Every QuietResyncInterval, one look at every workload: the safety net of quiet workloads, which keep no
+    /// timer of their own (<see cref="WorkloadCore.NextWake"/>). One schedule for all of them.</summary>
+    private async Task ResyncQuietAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(options.Value.QuietResyncInterval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+                foreach (var actor in _actors.Values) await actor.Look();
+        }
+        catch (OperationCanceledException)
+        {
         }
     }
 

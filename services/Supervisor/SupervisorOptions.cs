@@ -17,8 +17,9 @@ public sealed class SupervisorOptions
     /// targets the Monitor did not take).</summary>
     public TimeSpan ResyncInterval { get; set; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>How often a quiet workload (reconciled, nothing to retry, its health targets with the Monitor) is
-    /// looked at without events; anything due sooner (a backoff, a retry, a stable run) wakes it when due.</summary>
+    /// <summary>How often quiet workloads (reconciled, nothing to retry, their health targets with the Monitor) are
+    /// looked at without events, all of them on one schedule; anything due sooner (a backoff, a retry, a stable run)
+    /// wakes a workload when due.</summary>
     public TimeSpan QuietResyncInterval { get; set; } = TimeSpan.FromMinutes(5);
 
     /// <summary>A restart by hand that arrives this soon after the workload (re)started is the same restart: the caller

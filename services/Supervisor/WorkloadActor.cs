@@ -97,6 +97,9 @@ public sealed class WorkloadActor
 
     public Task NodeGone(string node) => Post(new CoreEvent.NodeGone(node));
 
+    /// <summary>A look without an event (the engine's resync of quiet workloads): one tick.</summary>
+    public Task Look() => Post(new CoreEvent.Tick());
+
     /// <summary>The node the workload is on (or starting on), as last decided.</summary>
     public string Node => _state.Workload.Status.Node;
 
@@ -134,11 +137,12 @@ public sealed class WorkloadActor
                 // the wall clock reached it, then a tick that found nothing due yet) gave a delay <= 0 and the loop
                 // waited for a message that might never come (an arm scheduled by ArmAt was then never made).
                 var now = _time.GetUtcNow();
-                var delay = WorkloadCore.NextWake(_state, now, _options) - now;
+                var wake = WorkloadCore.NextWake(_state, now, _options);
+                var delay = wake - now;
                 if (delay <= TimeSpan.Zero && _inbox.Reader.Count == 0 && WorkloadCore.WakeDue(_state, now)) continue;
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(token);
                 var read = _inbox.Reader.WaitToReadAsync(wait.Token).AsTask();
-                if (delay > TimeSpan.Zero)
+                if (delay > TimeSpan.Zero && wake != DateTimeOffset.MaxValue) // MaxValue: quiet, no timer (the engine's resync looks)
                 {
                     await Task.WhenAny(read, Task.Delay(delay, _time, wait.Token));
                     await wait.CancelAsync();

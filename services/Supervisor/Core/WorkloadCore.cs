@@ -36,12 +36,14 @@ public static partial class WorkloadCore
     /// <summary>When the workload next needs a <see cref="CoreEvent.Tick"/> with nothing else happening.</summary>
     public static DateTimeOffset NextWake(WorkloadState state, DateTimeOffset now, SupervisorOptions options)
     {
-        // Quiet (reconciled, nothing to retry, its targets with the monitor): a tick would do nothing but look, so it
-        // comes rarely; every time-driven step below still wakes it when due. At rest 300 workloads wake the
-        // supervisor once a second this way, not 30 times.
+        // Quiet (reconciled, nothing to retry, its targets with the monitor): a tick would do nothing but look, so the
+        // workload has no timer of its own (DateTimeOffset.MaxValue: it waits for a message). Every time-driven step
+        // below still wakes it when due, and the engine looks at all workloads together every QuietResyncInterval
+        // (one schedule, not one timer per workload: at rest 300 of them wake the supervisor once in 5 minutes, not
+        // once a second).
         var quiet = state.Reconciled && !state.ReconcileAgain && !state.LaunchPending &&
             (state.TargetsAdded || state.Workload.Status.InstanceId.Length == 0);
-        var wake = now + (quiet ? options.QuietResyncInterval : options.ResyncInterval);
+        var wake = quiet ? DateTimeOffset.MaxValue : now + options.ResyncInterval;
         var tracker = Tracker(state, now);
         // A start waits for RetryAt too (a launcher out of reach): due then, not now, or the loop would wait for a message.
         if (tracker.NextStartAt is { } next && next < wake) wake = next > state.RetryAt ? next : state.RetryAt;
