@@ -37,13 +37,25 @@ public sealed class InstanceStore : IDisposable
                 seq INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL, kind TEXT NOT NULL, payload BLOB NOT NULL);
             """;
         command.ExecuteNonQuery();
+        _put = _connection.Prepare("""
+            INSERT INTO instances (id, state, data, pid, start_ticks, boot_id, grace_ms, log_dir, request_id)
+            VALUES ($id, $state, $data, $pid, $start, $boot, $grace, $log, $rid)
+            ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data
+            """, "$id", "$state", "$data", "$pid", "$start", "$boot", "$grace", "$log", "$rid");
+        _enqueue = _connection.Prepare("INSERT INTO session_outbox (instance_id, kind, payload) VALUES ($id, $kind, $payload)", "$id", "$kind", "$payload");
+        _dequeue = _connection.Prepare("DELETE FROM session_outbox WHERE seq = $seq", "$seq");
         _writes = new(_lock, batch =>
         {
             using var transaction = _connection.BeginTransaction();
+            _put.Transaction = _enqueue.Transaction = _dequeue.Transaction = transaction;
             foreach (var write in batch) write();
             transaction.Commit();
         });
     }
+
+    // The statements of every launch, prepared once (SQLite parses and plans them once, not at each write) and run
+    // under the store's lock by the group commit.
+    private readonly SqliteCommand _put, _enqueue, _dequeue;
 
     /// <summary>
     /// Put, Enqueue and Dequeue made at the same time share one transaction (<see cref="GroupCommit{T}"/>): a burst of
@@ -60,25 +72,9 @@ public sealed class InstanceStore : IDisposable
     /// <summary>Writes in the commit under way right now.</summary>
     internal int Committing => _writes.Committing;
 
-    public void Put(InstanceRecord record) => _writes.Write(() =>
-    {
-        using var command = _connection.CreateCommand();
-        command.CommandText = """
-            INSERT INTO instances (id, state, data, pid, start_ticks, boot_id, grace_ms, log_dir, request_id)
-            VALUES ($id, $state, $data, $pid, $start, $boot, $grace, $log, $rid)
-            ON CONFLICT (id) DO UPDATE SET state = excluded.state, data = excluded.data
-            """;
-        command.Parameters.AddWithValue("$id", record.Instance.Id);
-        command.Parameters.AddWithValue("$state", (int)record.Instance.State);
-        command.Parameters.AddWithValue("$data", record.Instance.ToByteArray());
-        command.Parameters.AddWithValue("$pid", record.Identity.Pid);
-        command.Parameters.AddWithValue("$start", (long)record.Identity.StartTime);
-        command.Parameters.AddWithValue("$boot", record.BootId);
-        command.Parameters.AddWithValue("$grace", (long)record.StopGrace.TotalMilliseconds);
-        command.Parameters.AddWithValue("$log", record.LogDirectory);
-        command.Parameters.AddWithValue("$rid", record.RequestId);
-        command.ExecuteNonQuery();
-    });
+    public void Put(InstanceRecord record) => _writes.Write(() => _put.Run(record.Instance.Id, (int)record.Instance.State,
+        record.Instance.ToByteArray(), record.Identity.Pid, (long)record.Identity.StartTime, record.BootId,
+        (long)record.StopGrace.TotalMilliseconds, record.LogDirectory, record.RequestId));
 
     public List<InstanceRecord> LoadAll()
     {
@@ -123,15 +119,7 @@ public sealed class InstanceStore : IDisposable
     }
 
     /// <summary>Queues a registry call durably (replayed in order by <see cref="SessionSync"/>).</summary>
-    public void Enqueue(string instanceId, string kind, byte[] payload) => _writes.Write(() =>
-    {
-        using var command = _connection.CreateCommand();
-        command.CommandText = "INSERT INTO session_outbox (instance_id, kind, payload) VALUES ($id, $kind, $payload)";
-        command.Parameters.AddWithValue("$id", instanceId);
-        command.Parameters.AddWithValue("$kind", kind);
-        command.Parameters.AddWithValue("$payload", payload);
-        command.ExecuteNonQuery();
-    });
+    public void Enqueue(string instanceId, string kind, byte[] payload) => _writes.Write(() => _enqueue.Run(instanceId, kind, payload));
 
     public List<(long Seq, string InstanceId, string Kind, byte[] Payload)> Outbox(int limit)
     {
@@ -147,13 +135,7 @@ public sealed class InstanceStore : IDisposable
         }
     }
 
-    public void Dequeue(long seq) => _writes.Write(() =>
-    {
-        using var command = _connection.CreateCommand();
-        command.CommandText = "DELETE FROM session_outbox WHERE seq = $seq";
-        command.Parameters.AddWithValue("$seq", seq);
-        command.ExecuteNonQuery();
-    });
+    public void Dequeue(long seq) => _writes.Write(() => _dequeue.Run(seq));
 
     public int OutboxCount()
     {
@@ -167,6 +149,10 @@ public sealed class InstanceStore : IDisposable
 
     public void Dispose()
     {
-        lock (_lock) _connection.Dispose();
+        lock (_lock)
+        {
+            foreach (var command in (SqliteCommand[])[_put, _enqueue, _dequeue]) command.Dispose();
+            _connection.Dispose();
+        }
     }
 }

@@ -46,13 +46,25 @@ public sealed class WorkloadStore : IDisposable
         using var command = _connection.CreateCommand();
         command.CommandText = "SELECT COALESCE(MAX(revision), 0) FROM workloads";
         _revision = (long)command.ExecuteScalar()!;
+        _putWorkload = _connection.Prepare("""
+            INSERT INTO workloads (name, data, restart, lifecycle, previous_attempt, revision)
+            VALUES ($name, $data, $restart, $lifecycle, $previous, $revision)
+            ON CONFLICT (name) DO UPDATE SET data = excluded.data, restart = excluded.restart,
+                lifecycle = excluded.lifecycle, previous_attempt = excluded.previous_attempt, revision = excluded.revision
+            """, "$name", "$data", "$restart", "$lifecycle", "$previous", "$revision");
+        _putHistory = _connection.Prepare("INSERT INTO history (name, generation, time, event, detail) VALUES ($n, $g, $t, $e, $d)", "$n", "$g", "$t", "$e", "$d");
         _puts = new(_lock, batch =>
         {
             using var transaction = _connection.BeginTransaction();
+            _putWorkload.Transaction = _putHistory.Transaction = transaction;
             foreach (var (record, history) in batch) PutLocked(record, history);
             transaction.Commit();
         });
     }
+
+    // The statements of every Put, prepared once (SQLite parses and plans them once, not at each write) and run under
+    // the store's lock by the group commit.
+    private readonly SqliteCommand _putWorkload, _putHistory;
 
     /// <summary>The next revision (a workload's revision grows with every stored change).</summary>
     public long NextRevision() => Interlocked.Increment(ref _revision);
@@ -78,21 +90,9 @@ public sealed class WorkloadStore : IDisposable
     private void PutLocked(WorkloadRecord record, HistoryLines? history)
     {
         foreach (var (generation, time, what, detail) in history ?? [])
-            AddHistoryLocked(record.Workload.Name, generation, time, what, detail);
-        using var command = _connection.CreateCommand();
-        command.CommandText = """
-            INSERT INTO workloads (name, data, restart, lifecycle, previous_attempt, revision)
-            VALUES ($name, $data, $restart, $lifecycle, $previous, $revision)
-            ON CONFLICT (name) DO UPDATE SET data = excluded.data, restart = excluded.restart,
-                lifecycle = excluded.lifecycle, previous_attempt = excluded.previous_attempt, revision = excluded.revision
-            """;
-        command.Parameters.AddWithValue("$name", record.Workload.Name);
-        command.Parameters.AddWithValue("$data", record.Workload.ToByteArray());
-        command.Parameters.AddWithValue("$restart", Serialize(record.Restart));
-        command.Parameters.AddWithValue("$lifecycle", record.LifecycleContext);
-        command.Parameters.AddWithValue("$previous", (object?)record.PreviousAttempt ?? DBNull.Value);
-        command.Parameters.AddWithValue("$revision", record.Workload.Revision);
-        command.ExecuteNonQuery();
+            _putHistory.Run(record.Workload.Name, generation, time.ToString("O", CultureInfo.InvariantCulture), what, detail);
+        _putWorkload.Run(record.Workload.Name, record.Workload.ToByteArray(), Serialize(record.Restart), record.LifecycleContext,
+            (object?)record.PreviousAttempt ?? DBNull.Value, record.Workload.Revision);
     }
 
     public void Delete(string name)
@@ -152,20 +152,6 @@ public sealed class WorkloadStore : IDisposable
 
     /// <summary>One line of a workload's history (started, exited, stopped, adopted, launch-failed); the caller holds
     /// the lock and the transaction.</summary>
-    private void AddHistoryLocked(string name, long generation, DateTimeOffset time, string what, string detail)
-    {
-        {
-            using var command = _connection.CreateCommand();
-            command.CommandText = "INSERT INTO history (name, generation, time, event, detail) VALUES ($n, $g, $t, $e, $d)";
-            command.Parameters.AddWithValue("$n", name);
-            command.Parameters.AddWithValue("$g", generation);
-            command.Parameters.AddWithValue("$t", time.ToString("O", CultureInfo.InvariantCulture));
-            command.Parameters.AddWithValue("$e", what);
-            command.Parameters.AddWithValue("$d", detail);
-            command.ExecuteNonQuery();
-        }
-    }
-
     /// <summary>The first answer to <paramref name="requestId"/>, if it was given within a day.</summary>
     public Workload? Answered(string requestId, DateTimeOffset now)
     {
@@ -236,7 +222,12 @@ public sealed class WorkloadStore : IDisposable
 
     public void Dispose()
     {
-        lock (_lock) _connection.Dispose();
+        lock (_lock)
+        {
+            _putWorkload.Dispose();
+            _putHistory.Dispose();
+            _connection.Dispose();
+        }
     }
 }
 

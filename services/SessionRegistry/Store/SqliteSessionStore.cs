@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.Data.Sqlite;
+using Platform.ServiceDefaults;
 using Platform.Registry.V1;
 
 namespace Platform.SessionRegistry.Store;
@@ -50,21 +51,13 @@ public sealed class SqliteSessionStore : ISessionStore
             """);
 
         // The writer's statements, prepared once and reused by every batch.
-        _putSession = Prepared("""
+        _putSession = _writer.Prepare("""
             INSERT INTO sessions (id, workload, instance, state, end_time, data) VALUES ($id, $workload, $instance, $state, $end, $data)
             ON CONFLICT (id) DO UPDATE SET state = excluded.state, end_time = excluded.end_time, data = excluded.data
             """, "$id", "$workload", "$instance", "$state", "$end", "$data");
-        _putEvent = Prepared("INSERT INTO events (revision, data) VALUES ($revision, $data)", "$revision", "$data");
-        _putRequest = Prepared("INSERT OR REPLACE INTO requests (request_id, session_id, time) VALUES ($rid, $sid, $time)", "$rid", "$sid", "$time");
-        _getSession = Prepared("SELECT data FROM sessions WHERE id = $id", "$id");
-    }
-
-    private SqliteCommand Prepared(string sql, params string[] parameters)
-    {
-        var command = Command(_writer, sql);
-        foreach (var name in parameters) command.Parameters.Add(new SqliteParameter { ParameterName = name, Value = DBNull.Value });
-        command.Prepare();
-        return command;
+        _putEvent = _writer.Prepare("INSERT INTO events (revision, data) VALUES ($revision, $data)", "$revision", "$data");
+        _putRequest = _writer.Prepare("INSERT OR REPLACE INTO requests (request_id, session_id, time) VALUES ($rid, $sid, $time)", "$rid", "$sid", "$time");
+        _getSession = _writer.Prepare("SELECT data FROM sessions WHERE id = $id", "$id");
     }
 
     private SqliteConnection OpenReader()
