@@ -44,13 +44,10 @@ public sealed class InstanceStore : IDisposable
             """, "$id", "$state", "$data", "$pid", "$start", "$boot", "$grace", "$log", "$rid");
         _enqueue = _connection.Prepare("INSERT INTO session_outbox (instance_id, kind, payload) VALUES ($id, $kind, $payload)", "$id", "$kind", "$payload");
         _dequeue = _connection.Prepare("DELETE FROM session_outbox WHERE seq = $seq", "$seq");
-        _writes = new(_lock, batch =>
+        _writes = new(_lock, batch => _connection.InTransaction([_put, _enqueue, _dequeue], () =>
         {
-            using var transaction = _connection.BeginTransaction();
-            _put.Transaction = _enqueue.Transaction = _dequeue.Transaction = transaction;
             foreach (var write in batch) write();
-            transaction.Commit();
-        });
+        }));
     }
 
     // The statements of every launch, prepared once (SQLite parses and plans them once, not at each write) and run

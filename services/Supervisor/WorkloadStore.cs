@@ -53,13 +53,10 @@ public sealed class WorkloadStore : IDisposable
                 lifecycle = excluded.lifecycle, previous_attempt = excluded.previous_attempt, revision = excluded.revision
             """, "$name", "$data", "$restart", "$lifecycle", "$previous", "$revision");
         _putHistory = _connection.Prepare("INSERT INTO history (name, generation, time, event, detail) VALUES ($n, $g, $t, $e, $d)", "$n", "$g", "$t", "$e", "$d");
-        _puts = new(_lock, batch =>
+        _puts = new(_lock, batch => _connection.InTransaction([_putWorkload, _putHistory], () =>
         {
-            using var transaction = _connection.BeginTransaction();
-            _putWorkload.Transaction = _putHistory.Transaction = transaction;
             foreach (var (record, history) in batch) PutLocked(record, history);
-            transaction.Commit();
-        });
+        }));
     }
 
     // The statements of every Put, prepared once (SQLite parses and plans them once, not at each write) and run under
