@@ -68,8 +68,18 @@ internal sealed class RestartPolicyService(
         w.LastState = state;
         w.LastHealth = snapshot.HealthStatus;
 
+        if (w.GaveUpReason is { } gaveUp && ResourceSnapshots.IsStopped(state) && state != GaveUpState)
+        {
+            // DCP may report the last run's end again after the verdict (its executable's later status updates carry
+            // their own state: on a slow machine "Finished" came after "FailedToStart" and replaced it): the verdict
+            // stands until someone starts the resource.
+            await PublishGaveUpAsync(w, gaveUp);
+            return;
+        }
+
         if (state == KnownResourceStates.Starting)
         {
+            w.GaveUpReason = null;
             w.StoppedOnRequest = false;
             w.HealthySinceStart = false;
             w.CancelPendingStart(); // started by someone else (the dashboard): that start stands
@@ -123,11 +133,8 @@ internal sealed class RestartPolicyService(
             w.Tracker.Stop();
             logger.LogError("{Resource} {Reason}; see its console log in the dashboard", name, reason);
             resourceLog.LogError("{Reason}", reason);
-            await PublishAsync(w, s => s with
-            {
-                State = new ResourceStateSnapshot(GaveUpState, KnownResourceStateStyles.Error),
-                Properties = Set(Set(s.Properties, ReasonProperty, reason), NextStartProperty, null),
-            });
+            w.GaveUpReason = reason;
+            await PublishGaveUpAsync(w, reason);
             return;
         }
 
@@ -174,6 +181,12 @@ internal sealed class RestartPolicyService(
         }
     }
 
+    private Task PublishGaveUpAsync(Watched w, string reason) => PublishAsync(w, s => s with
+    {
+        State = new ResourceStateSnapshot(GaveUpState, KnownResourceStateStyles.Error),
+        Properties = Set(Set(s.Properties, ReasonProperty, reason), NextStartProperty, null),
+    });
+
     private Task PublishAsync(Watched w, Func<CustomResourceSnapshot, CustomResourceSnapshot> change) =>
         notifications.PublishUpdateAsync(w.Resource, change);
 
@@ -196,6 +209,8 @@ internal sealed class RestartPolicyService(
         public bool HealthySinceStart { get; set; }
         public int ExitsWithoutHealth { get; set; }
         public int Restarts { get; set; }
+        /// <summary>Why the policy gave up on the resource (left it stopped); null once it is started again.</summary>
+        public string? GaveUpReason { get; set; }
         /// <summary>A start waiting for its backoff; taken (set to null) by whoever acts on it.</summary>
         public CancellationTokenSource? PendingStart;
 
